@@ -1,0 +1,24 @@
+"""embedcam: Grad-CAM for metric-learning (embedding) models.
+
+Explain why an image landed near its class in embedding space, and measure whether the evidence was
+on the object or on the background.
+
+The public API is re-exported here; see the API reference for each module.
+"""
+
+from __future__ import annotations
+
+from embedcam import errors
+
+# --- explain engine (centroids, targets, CAM) ---
+
+# --- boxes, masks, scoring, judge, stats ---
+
+# --- datasets and interventions ---
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "errors",
+    "__version__",
+]
