@@ -13,6 +13,8 @@ from embedcam import errors
 # --- explain engine (centroids, targets, CAM) ---
 
 # --- boxes, masks, scoring, judge, stats ---
+from embedcam import boxes
+from embedcam.boxes import boxes_to_masks
 
 # --- datasets and interventions ---
 
@@ -21,4 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "errors",
     "__version__",
+    # boxes, masks, scoring, judge, stats
+    "boxes",
+    "boxes_to_masks",
 ]
