@@ -11,6 +11,10 @@ from __future__ import annotations
 from embedcam import errors
 
 # --- explain engine (centroids, targets, CAM) ---
+from embedcam import cam, targets
+from embedcam.cam import CamResult, EmbeddingCAM, available_methods
+from embedcam.centroids import ClassCentroids
+from embedcam.targets import CentroidTarget, ContrastiveTarget, EmbeddingTarget, ReferenceTarget
 
 # --- boxes, masks, scoring, judge, stats ---
 from embedcam import boxes
@@ -23,6 +27,17 @@ __version__ = "0.1.0"
 __all__ = [
     "errors",
     "__version__",
+    # explain engine
+    "cam",
+    "targets",
+    "CamResult",
+    "EmbeddingCAM",
+    "available_methods",
+    "ClassCentroids",
+    "CentroidTarget",
+    "ContrastiveTarget",
+    "EmbeddingTarget",
+    "ReferenceTarget",
     # boxes, masks, scoring, judge, stats
     "boxes",
     "boxes_to_masks",

@@ -41,22 +41,26 @@ class ShapeError(EmbedcamError, ValueError):
 
 
 class EmbedcamValueError(EmbedcamError, ValueError):
-    """A value is invalid: NaN or zero-norm embeddings, a label outside ``[0, C)``, a box with
-    ``x1 <= x0``, a threshold outside its range.
+    """A value is invalid.
+
+    Examples: NaN or zero-norm embeddings, a label outside ``[0, C)``, a box with ``x1 <= x0``, a
+    threshold outside its range.
     """
 
 
 class ConfigurationError(EmbedcamError, ValueError):
-    """An option or combination of options is invalid: an unknown method or backend, a layer name
-    that is not in the model, a model output that needs an ``embedding_fn``, a config field of the
-    wrong type.
+    """An option or combination of options is invalid.
+
+    Examples: an unknown method or backend, a layer name that is not in the model, a model output
+    that needs an ``embedding_fn``, a config field of the wrong type.
     """
 
 
 class DataError(EmbedcamError, ValueError):
-    """A dataset, file or export is missing, corrupt or inconsistent: an unreadable image (the
-    message names the path), a missing annotation file, a class with no samples, boxes asked of a
-    classification export.
+    """A dataset, file or export is missing, corrupt or inconsistent.
+
+    Examples: an unreadable image (the message names the path), a missing annotation file, a class
+    with no samples, boxes asked of a classification export.
     """
 
 

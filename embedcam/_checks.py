@@ -1,0 +1,83 @@
+"""Private validation helpers shared by the library modules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from embedcam.errors import EmbedcamValueError, ShapeError
+
+
+def as_label_tensor(labels: Tensor | Sequence[int], *, name: str = "labels") -> Tensor:
+    """Return ``labels`` as 1-D int64, raising on non-integer or multi-dimensional input."""
+    if not isinstance(labels, Tensor):
+        try:
+            labels = torch.as_tensor(labels)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise EmbedcamValueError(
+                f"{name} must be a sequence of integer class indices, got {type(labels).__name__}; "
+                "pass a list of ints or an integer tensor"
+            ) from err
+    if labels.dim() != 1:
+        raise ShapeError(
+            f"{name} must be 1-D (B,), got shape {tuple(labels.shape)}; flatten it or pass one "
+            "label per image"
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise EmbedcamValueError(
+            f"{name} must hold integer class indices, got dtype {labels.dtype}; convert with "
+            "labels.long() after checking the values are whole numbers"
+        )
+    return labels.long()
+
+
+def check_labels_in_range(labels: Tensor, num_classes: int, *, name: str = "labels") -> None:
+    """Raise if any label is outside ``[0, num_classes)``, naming the first offending position."""
+    if labels.numel() == 0:
+        return
+    bad = (labels < 0) | (labels >= num_classes)
+    if bool(bad.any()):
+        idx = int(bad.nonzero()[0, 0])
+        raise EmbedcamValueError(
+            f"{name}[{idx}] = {int(labels[idx])} is outside [0, {num_classes}); there are "
+            f"{num_classes} classes (rows of the centroid matrix). Check the label mapping, or fit "
+            "the centroids with num_classes large enough"
+        )
+
+
+def check_matrix(x: Tensor, *, name: str, what: str = "row") -> None:
+    """Raise unless ``x`` is a 2-D float tensor with finite, non-zero-norm rows."""
+    if not isinstance(x, Tensor):
+        raise EmbedcamValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ShapeError(
+            f"{name} must be 2-D (N, D), got shape {tuple(x.shape)}; stack the vectors into a "
+            "matrix with one row each"
+        )
+    if not x.dtype.is_floating_point:
+        raise EmbedcamValueError(f"{name} must be a float tensor, got dtype {x.dtype}")
+    check_rows(x, name=name, what=what)
+
+
+def check_rows(x: Tensor, *, name: str, what: str = "row") -> None:
+    """Raise if any row of the 2-D float tensor ``x`` has a NaN/inf entry or zero norm."""
+    finite = torch.isfinite(x).all(dim=1)
+    norms = torch.linalg.vector_norm(x, dim=1)
+    ok = finite & (norms > 0)
+    # One host sync for the common, valid case.
+    if bool(ok.all()):
+        return
+    bad_finite = (~finite).nonzero().flatten().tolist()
+    if bad_finite:
+        raise EmbedcamValueError(
+            f"{name} has NaN or infinite values in {what}(s) {bad_finite[:10]}; the model or the "
+            "data produced non-finite embeddings - check the input normalisation and the weights"
+        )
+    bad_zero = (norms == 0).nonzero().flatten().tolist()
+    raise EmbedcamValueError(
+        f"{name} has zero-norm {what}(s) {bad_zero[:10]}, for which cosine similarity is "
+        "undefined; remove them (a zero centroid belongs to a class without samples: fit with "
+        "allow_empty=False to find it)"
+    )

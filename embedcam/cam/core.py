@@ -1,0 +1,222 @@
+"""The front door: :class:`EmbeddingCAM` and :func:`available_methods`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from embedcam.cam import adapters
+from embedcam.cam._model import explain_mode, model_device, resolve_layer
+from embedcam.cam.native import layer_activations_and_grads
+from embedcam.cam.result import CamResult, finish_maps, normalize_maps
+from embedcam.cam.weights import FORMULAS
+from embedcam.errors import ConfigurationError, ShapeError, UnsupportedError
+from embedcam.targets import EmbeddingTarget
+
+__all__ = ["EmbeddingCAM", "available_methods", "BACKENDS"]
+
+Backend = Literal["native", "grad-cam", "captum"]
+
+#: backend -> methods it implements.
+BACKENDS: dict[str, tuple[str, ...]] = {
+    "native": tuple(FORMULAS),
+    "grad-cam": tuple(adapters.GRADCAM_CLASSES),
+    "captum": tuple(adapters.CAPTUM_CLASSES),
+}
+
+
+def available_methods(backend: str = "native") -> list[str]:
+    """The CAM methods a backend implements.
+
+    Args:
+        backend: ``"native"``, ``"grad-cam"`` (pytorch-grad-cam) or ``"captum"``.
+
+    Returns:
+        Method names accepted by :class:`EmbeddingCAM` with that backend.
+
+    Raises:
+        ConfigurationError: unknown backend.
+
+    Example:
+        >>> available_methods("captum")
+        ['gradcam', 'hirescam']
+    """
+    if backend not in BACKENDS:
+        raise ConfigurationError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    return list(BACKENDS[backend])
+
+
+class EmbeddingCAM:
+    """Grad-CAM family explanations of an embedding model's similarity scores.
+
+    One front door over three backends that give the same maps for the same method:
+
+    * ``"native"`` (default): embedcam's engine. The graph is cut at the target layer (nothing
+      before it is recorded), the gradient is taken with ``torch.autograd.grad`` with respect to
+      the layer output only, no parameter gradients are created, and everything stays on the
+      model's device. Methods: ``gradcam``, ``gradcam++`` (closed form, no epsilon),
+      ``hirescam``, ``xgradcam``, ``layercam``.
+    * ``"grad-cam"``: pytorch-grad-cam's classes, fed one target per image; also ``scorecam``,
+      ``eigencam``, ``eigengradcam``, ``gradcam-elementwise``.
+    * ``"captum"``: Captum's ``LayerGradCam`` (``gradcam``) and ``LayerGradientXActivation``
+      (``hirescam``); Captum has no Grad-CAM++.
+
+    Whatever the backend, the model is explained in eval mode (BatchNorm must not couple images),
+    and afterwards every module's training mode, every parameter's ``requires_grad`` flag and
+    ``.grad`` are as before, and no hooks remain - also when an error is raised.
+
+    Args:
+        model: the embedding model; its forward returns the ``(B, D)`` embedding, or anything
+            from which ``embedding_fn`` picks it.
+        target_layer: the module whose output is explained, or its dotted name
+            (``"layer4"``, ``"features.block5.relu"``); usually the last convolutional block.
+        method: CAM method, see :func:`available_methods`.
+        backend: ``"native"``, ``"grad-cam"`` or ``"captum"``.
+        embedding_fn: picks the embedding from a tuple/dict model output.
+        reshape_transform: maps the layer output (e.g. ViT tokens ``(B, N, K)``) to
+            ``(B, K, h, w)``; native and grad-cam backends only.
+
+    Raises:
+        ConfigurationError: unknown backend or method, or a layer that is not in the model (the
+            message lists near matches).
+        UnsupportedError: a method the chosen backend does not implement (the message names the
+            backends that do).
+
+    Example:
+        >>> import torch, embedcam as ec
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> cam = ec.EmbeddingCAM(net, "1", method="gradcam")
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> res = cam(images, ec.ReferenceTarget(torch.ones(4)))
+        >>> res.maps.shape, res.raw.shape, res.scores.shape
+        (torch.Size([2, 8, 8]), torch.Size([2, 6, 6]), torch.Size([2]))
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: nn.Module | str,
+        method: str = "gradcam",
+        backend: Backend | str = "native",
+        *,
+        embedding_fn: Callable[[Any], Tensor] | None = None,
+        reshape_transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ConfigurationError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        methods = available_methods(backend)
+        if method not in methods:
+            known = sorted({m for ms in BACKENDS.values() for m in ms})
+            if method not in known:
+                raise ConfigurationError(f"unknown CAM method {method!r}; choose one of {known}")
+            others = [b for b, ms in BACKENDS.items() if method in ms]
+            raise UnsupportedError(
+                f"backend {backend!r} does not implement {method!r}; use backend "
+                f"{' or '.join(repr(b) for b in others)}, or one of its methods {methods}"
+            )
+        if backend == "captum" and reshape_transform is not None:
+            raise UnsupportedError(
+                "the captum backend does not support reshape_transform; use backend='native'"
+            )
+        self.model = model
+        self.layer, self.layer_name = resolve_layer(model, target_layer)
+        self.method = method
+        self.backend = backend
+        self.embedding_fn = embedding_fn
+        self.reshape_transform = reshape_transform
+
+    def __repr__(self) -> str:
+        return (
+            f"EmbeddingCAM(layer={self.layer_name!r}, method={self.method!r}, "
+            f"backend={self.backend!r})"
+        )
+
+    def __call__(self, images: Tensor, target: EmbeddingTarget) -> CamResult:
+        """Explain ``target``'s score for every image of the batch.
+
+        Args:
+            images: ``(B, C, H, W)`` float batch (moved to the model's device if needed).
+            target: an :class:`~embedcam.targets.EmbeddingTarget` with one score per image
+                (e.g. ``CentroidTarget(centroids, labels)``).
+
+        Returns:
+            A :class:`CamResult` with ``maps (B, H, W)``, ``raw (B, h, w)``, ``scores (B,)`` and
+            ``empty (B,)``.
+
+        Raises:
+            ShapeError: ``images`` is not ``(B, C, H, W)``, the target was built for another
+                batch size, or the layer output is not a ``(B, K, h, w)`` map.
+            ConfigurationError: the model output needs an ``embedding_fn``, or the score does
+                not depend on the target layer.
+            EmbedcamValueError: NaN or zero-norm embeddings.
+        """
+        if not isinstance(target, EmbeddingTarget):
+            raise ConfigurationError(
+                f"target must be an embedcam target (CentroidTarget, ReferenceTarget, "
+                f"ContrastiveTarget), got {type(target).__name__}"
+            )
+        if not isinstance(images, Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ShapeError(
+                f"images must be a (B, C, H, W) tensor, got {shape}; add a batch dimension with "
+                "images.unsqueeze(0) for a single image"
+            )
+        if not images.dtype.is_floating_point:
+            raise ShapeError(
+                f"images must be a float tensor, got {images.dtype}; convert and normalise them "
+                "as for training"
+            )
+        target.check_batch(images.shape[0])
+        images = images.to(model_device(self.model))
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        if self.backend == "native":
+            with explain_mode(self.model, freeze=True):
+                acts, grads, scores = layer_activations_and_grads(
+                    self.model, self.layer, self.layer_name, images, target, self.embedding_fn
+                )
+            acts, grads = self._as_maps(acts), self._as_maps(grads)
+            with torch.no_grad():
+                raw = FORMULAS[self.method](acts.float(), grads.float())
+                maps, empty = finish_maps(raw, size)
+        elif self.backend == "grad-cam":
+            with explain_mode(self.model, freeze=False):
+                maps, raw, scores = adapters.run_gradcam(
+                    self.model,
+                    self.layer,
+                    images,
+                    target,
+                    self.method,
+                    self.embedding_fn,
+                    self.reshape_transform,
+                )
+            empty = raw.clamp_min(0).flatten(1).amax(dim=1) <= 0
+            maps = maps.masked_fill(empty[:, None, None], 0.0)
+        else:
+            with explain_mode(self.model, freeze=False):
+                up, raw, scores = adapters.run_captum(
+                    self.model, self.layer, images, target, self.method, self.embedding_fn
+                )
+            empty = raw.clamp_min(0).flatten(1).amax(dim=1) <= 0
+            maps = normalize_maps(up).masked_fill(empty[:, None, None], 0.0)
+        return CamResult(
+            maps=maps,
+            raw=raw,
+            scores=scores,
+            empty=empty,
+            method=self.method,
+            backend=self.backend,
+        )
+
+    def _as_maps(self, t: Tensor) -> Tensor:
+        if self.reshape_transform is not None:
+            t = self.reshape_transform(t)
+        if t.dim() != 4:
+            raise ShapeError(
+                f"layer {self.layer_name!r} outputs shape {tuple(t.shape)}, not a (B, K, h, w) "
+                "feature map; pick a convolutional layer or pass reshape_transform"
+            )
+        return t

@@ -1,0 +1,117 @@
+"""The result of an explanation and the shared map post-processing (ReLU, upsampling, min-max)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["CamResult", "upsample", "normalize_maps", "finish_maps"]
+
+#: Relative epsilon of the per-image min-max: a map whose range is at most this fraction of its
+#: maximum is treated as constant. Relative, not absolute, because similarity targets give raw
+#: maxima of 1e-6 and below, where an absolute 1e-7 (pytorch-grad-cam) changes the map by 10%.
+REL_EPS = 1e-6
+
+
+def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinearly upsample ``(B, h, w)`` maps to ``size = (H, W)`` (``align_corners=False``).
+
+    Args:
+        maps: ``(B, h, w)`` maps at the layer's resolution.
+        size: ``(H, W)`` output size, usually the input image size.
+
+    Returns:
+        ``(B, H, W)`` float maps.
+    """
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def normalize_maps(maps: Tensor, rel_eps: float = REL_EPS) -> Tensor:
+    """Per-image min-max scaling of non-negative maps to ``[0, 1]`` with a relative epsilon.
+
+    A map whose range is at most ``rel_eps`` times its maximum is constant: it becomes all ones
+    if positive (every pixel is equally evidence) and all zeros if it is zero.
+
+    Args:
+        maps: ``(B, H, W)`` non-negative maps.
+        rel_eps: relative tolerance for a constant map.
+
+    Returns:
+        ``(B, H, W)`` maps in ``[0, 1]``.
+    """
+    flat = maps.flatten(1)
+    lo = flat.amin(dim=1)[:, None, None]
+    hi = flat.amax(dim=1)[:, None, None]
+    rng = hi - lo
+    varying = rng > rel_eps * hi
+    scaled = (maps - lo) / torch.where(varying, rng, torch.ones_like(rng))
+    return torch.where(varying, scaled, (hi > 0).to(maps.dtype).expand_as(maps))
+
+
+def finish_maps(raw: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Turn signed layer-resolution maps into display maps: ReLU, upsample, min-max.
+
+    Args:
+        raw: ``(B, h, w)`` signed maps.
+        size: ``(H, W)`` input size.
+
+    Returns:
+        ``(maps, empty)``: ``(B, H, W)`` maps in ``[0, 1]`` (zeros where empty) and the ``(B,)``
+        bool mask of maps with no positive evidence.
+    """
+    pos = raw.float().clamp_min(0)
+    empty = pos.flatten(1).amax(dim=1) <= 0
+    maps = normalize_maps(upsample(pos, size))
+    maps = maps.masked_fill(empty[:, None, None], 0.0)
+    return maps, empty
+
+
+@dataclass(frozen=True)
+class CamResult:
+    """Maps explaining a batch of images, with the scores they explain.
+
+    Attributes:
+        maps: ``(B, H, W)`` in ``[0, 1]`` at input resolution: ReLU of the raw map, bilinearly
+            upsampled, per-image min-max scaled (relative epsilon). All zeros where ``empty``.
+        raw: ``(B, h, w)`` signed map at the layer's resolution, before ReLU and normalisation.
+        scores: ``(B,)`` the explained score of each image (e.g. cosine to its centroid).
+        empty: ``(B,)`` bool, true exactly when the ReLU'd raw map is all zero: the model found no
+            positive evidence for the target (never a normal-looking min-max of noise).
+        method: the CAM method that produced the maps.
+        backend: the backend that produced them.
+    """
+
+    maps: Tensor
+    raw: Tensor
+    scores: Tensor
+    empty: Tensor
+    method: str = "gradcam"
+    backend: str = "native"
+
+    def __len__(self) -> int:
+        return int(self.maps.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Input resolution ``(H, W)`` of :attr:`maps`."""
+        return int(self.maps.shape[-2]), int(self.maps.shape[-1])
+
+    def signed_maps(self) -> Tensor:
+        """The raw signed maps upsampled to input resolution and scaled to ``[-1, 1]``.
+
+        Each map is divided by its largest absolute value, so the sign (evidence for or against
+        the target) and the relative strength survive. Use these when the ReLU would hide where
+        the model looked: e.g. on a foreign background, which counts as evidence *against* the
+        class and vanishes after the ReLU.
+
+        Returns:
+            ``(B, H, W)`` maps in ``[-1, 1]``; all-zero raw maps stay zero.
+        """
+        up = upsample(self.raw.float(), self.size)
+        peak = up.abs().flatten(1).amax(dim=1)[:, None, None]
+        return up / torch.where(peak > 0, peak, torch.ones_like(peak))
