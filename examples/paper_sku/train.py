@@ -1,0 +1,581 @@
+"""Training the paper's CNN with a triplet loss: config, loop, atomic checkpoints, exact resume.
+
+Choices where the paper is silent (and why):
+
+- **Optimiser**: Adam, learning rate 1e-3 - trains the quick preset reliably (FINDINGS.md).
+- **Batches**: P x K = 8 x 8 from :class:`~paper_sku.sampler.PKSampler`; one epoch is
+  ``N // (P * K)`` batches unless ``batches_per_epoch`` says otherwise.
+- **Tikhonov regularisation** (the paper's L2 regularisation) is an *explicit* penalty
+  ``(weight_decay / 2) * sum ||W||^2`` over the weights of convolutions and linear layers, added to
+  the loss. Biases and BatchNorm parameters are not penalised: shrinking them does not limit the
+  model's capacity but shifts activations, and BatchNorm's scale is undone by the next
+  normalisation anyway. Strength ``weight_decay = 1e-4``: weak enough not to slow the quick
+  preset, strong enough to keep the flattened FC weights bounded. The penalty goes through Adam
+  like the loss (classic L2, not decoupled AdamW decay), which is what "regularisation term"
+  means.
+- **Determinism**: ``train`` seeds torch, numpy and ``random`` with ``config.seed`` (like
+  Lightning's ``seed_everything``), loads data in the main process, and the sampler draws from its
+  own ``(seed, epoch)`` generator. On CPU the same config and data give the same weights.
+- **Checkpoints**: after every epoch ``<checkpoint_dir>/checkpoint.pt`` is replaced atomically
+  (temporary file in the same directory, ``fsync``, ``os.replace``): a crash leaves either the
+  previous or the new checkpoint, never a torn one. It holds the model, the optimiser, the
+  history, the config, the sampler state and the torch / numpy / Python RNG states taken at the end
+  of the epoch, so ``resume=True`` continues exactly where an uninterrupted run would be. Only the
+  last epoch is kept (a full-width model with Adam state is ~80 MB).
+
+Example:
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from paper_sku.train import TrainConfig, train
+    >>> data = TensorDataset(torch.rand(32, 3, 32, 32), torch.arange(4).repeat(8))
+    >>> cfg = TrainConfig(image_size=32, width=0.125, p=4, k=4, epochs=1, progress=False)
+    >>> result = train(cfg, data)
+    >>> len(result.history), result.history[0].epoch
+    (1, 1)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data._utils.collate import default_collate
+
+from embedcam.errors import ConfigurationError, DataError, EmbedcamValueError, ShapeError
+from paper_sku.losses import (
+    ExtraLabels,
+    FlexibleMarginTripletLoss,
+    FocalTripletLoss,
+    TripletLoss,
+    TripletLossBase,
+    _encode_table,
+)
+from paper_sku.mining import BatchHardMiner, SemiHardMiner, TripletMiner
+from paper_sku.model import PaperCNN
+from paper_sku.sampler import PKSampler
+
+__all__ = [
+    "TrainConfig",
+    "EpochStats",
+    "TrainResult",
+    "build_model",
+    "build_loss",
+    "l2_penalty",
+    "penalized_parameters",
+    "dataset_labels",
+    "train",
+    "load_checkpoint",
+    "CHECKPOINT_NAME",
+]
+
+#: File name of the checkpoint inside ``TrainConfig.checkpoint_dir``.
+CHECKPOINT_NAME = "checkpoint.pt"
+
+# Fields that may change between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = frozenset({"epochs", "progress", "device", "checkpoint_dir"})
+
+
+class TrainConfig(BaseModel):
+    """Training settings (pydantic; build from a dict, YAML or JSON).
+
+    Defaults are the paper's model (128 px, width 1.0) with the choices of the module docstring;
+    :meth:`quick` gives the fast CPU preset (64 px, width 0.25).
+
+    Args:
+        loss: ``"triplet"``, ``"focal"`` or ``"flexible"`` (needs ``extra_labels`` in ``train``).
+        margin: Margin (base margin for ``"flexible"``) on the loss's scale.
+        sigma: Focal kernel width (``"focal"`` and ``"flexible"``).
+        margin_fn: ``"linear"`` or ``"log"`` growth of the flexible margin.
+        difference: ``"hierarchical"`` or ``"count"`` reading of the difference degree.
+        distance: ``"squared"`` or ``"euclidean"``.
+        miner: ``"semihard"`` (TensorFlow), ``"semihard-pml"`` or ``"batch-hard"``.
+        image_size: Input size of the square images (>= 32).
+        width: Width multiplier of the CNN.
+        embedding_dim: Embedding size.
+        p: Classes per batch.
+        k: Images per class per batch.
+        batches_per_epoch: Batches per epoch; default ``N // (p * k)``.
+        balance_level: Column of ``extra_labels`` whose groups the sampler balances; None = off.
+        epochs: Number of epochs.
+        lr: Adam learning rate.
+        weight_decay: Strength of the explicit L2 penalty ``(wd / 2) * sum ||W||^2``.
+        seed: Seed of every RNG.
+        device: Torch device, e.g. ``"cpu"`` or ``"cuda"``.
+        checkpoint_dir: Where ``checkpoint.pt`` is written each epoch; None = no checkpoints.
+        progress: Show rich progress bars.
+
+    Raises:
+        ConfigurationError: If a field has the wrong type or value (wraps pydantic's error).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    loss: Literal["triplet", "focal", "flexible"] = "triplet"
+    margin: float = Field(0.2, gt=0)
+    sigma: float = Field(0.3, gt=0)
+    margin_fn: Literal["linear", "log"] = "linear"
+    difference: Literal["hierarchical", "count"] = "hierarchical"
+    distance: Literal["squared", "euclidean"] = "squared"
+    miner: Literal["semihard", "semihard-pml", "batch-hard"] = "semihard"
+    image_size: int = Field(128, ge=32)
+    width: float = Field(1.0, gt=0)
+    embedding_dim: int = Field(128, ge=1)
+    p: int = Field(8, ge=2)
+    k: int = Field(8, ge=2)
+    batches_per_epoch: int | None = Field(None, ge=1)
+    balance_level: int | None = Field(None, ge=0)
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_dir: Path | None = None
+    progress: bool = True
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise ConfigurationError(f"invalid TrainConfig: {err}") from err
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> TrainConfig:
+        """The fast CPU preset: 64 px, width 0.25 (a deviation from the paper's 128 px, 1.0).
+
+        Args:
+            **overrides: Any other field.
+
+        Returns:
+            The config.
+        """
+        return cls(**{"image_size": 64, "width": 0.25, **overrides})
+
+
+class EpochStats(BaseModel):
+    """What one epoch did.
+
+    Attributes:
+        epoch: 1-based epoch number.
+        loss: Mean triplet loss over the epoch's batches (without the penalty).
+        penalty: Mean L2 penalty.
+        active_fraction: Mean fraction of mined triplets with a positive loss.
+        images_per_second: Training throughput (data loading included).
+        seconds: Wall time of the epoch.
+        num_images: Images seen.
+    """
+
+    epoch: int
+    loss: float
+    penalty: float
+    active_fraction: float
+    images_per_second: float
+    seconds: float
+    num_images: int
+
+
+@dataclass
+class TrainResult:
+    """The result of :func:`train`.
+
+    Attributes:
+        model: The trained model, in eval mode.
+        config: The config used.
+        history: One :class:`EpochStats` per epoch, including epochs restored from a checkpoint.
+        checkpoint_path: Path of the last checkpoint, or None without ``checkpoint_dir``.
+        resumed_from: Number of epochs restored from a checkpoint (0 for a fresh run).
+    """
+
+    model: PaperCNN
+    config: TrainConfig
+    history: list[EpochStats]
+    checkpoint_path: Path | None
+    resumed_from: int
+
+
+def build_model(config: TrainConfig) -> PaperCNN:
+    """The :class:`~paper_sku.model.PaperCNN` a config describes.
+
+    Args:
+        config: Training config.
+
+    Returns:
+        A freshly initialised model (uses the global torch RNG).
+    """
+    return PaperCNN(
+        embedding_dim=config.embedding_dim, width=config.width, in_size=config.image_size
+    )
+
+
+def build_loss(config: TrainConfig, extra_labels: ExtraLabels | None = None) -> TripletLossBase:
+    """The loss (with its miner) a config describes.
+
+    Args:
+        config: Training config.
+        extra_labels: Class -> additional-labels table; required for ``loss="flexible"``.
+
+    Returns:
+        The loss module.
+
+    Raises:
+        ConfigurationError: If ``loss="flexible"`` and ``extra_labels`` is None.
+    """
+    miner: TripletMiner
+    if config.miner == "batch-hard":
+        miner = BatchHardMiner()
+    else:
+        miner = SemiHardMiner("pml" if config.miner == "semihard-pml" else "tensorflow")
+    if config.loss == "triplet":
+        return TripletLoss(config.margin, distance=config.distance, miner=miner)
+    if config.loss == "focal":
+        return FocalTripletLoss(config.margin, config.sigma, distance=config.distance, miner=miner)
+    if extra_labels is None:
+        raise ConfigurationError(
+            "loss='flexible' needs extra_labels (class -> (category, group, ...)); pass them to "
+            "train(..., extra_labels=...) or use loss='focal'"
+        )
+    return FlexibleMarginTripletLoss(
+        config.margin,
+        margin_fn=config.margin_fn,
+        focal=True,
+        sigma=config.sigma,
+        extra_labels=extra_labels,
+        difference=config.difference,
+        distance=config.distance,
+        miner=miner,
+    )
+
+
+def penalized_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The weights the Tikhonov penalty covers: those of convolutions and linear layers.
+
+    Args:
+        model: Any module.
+
+    Returns:
+        The weight tensors of every ``nn.Conv*d`` and ``nn.Linear`` (no biases, no norm layers).
+    """
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    return [m.weight for m in model.modules() if isinstance(m, kinds)]
+
+
+def l2_penalty(model: nn.Module, weight_decay: float) -> torch.Tensor:
+    """Explicit Tikhonov penalty ``(weight_decay / 2) * sum ||W||^2`` over conv / linear weights.
+
+    Args:
+        model: The model.
+        weight_decay: Strength (>= 0).
+
+    Returns:
+        Scalar tensor (differentiable).
+
+    Example:
+        >>> from torch import nn
+        >>> lin = nn.Linear(2, 1)
+        >>> _ = lin.weight.data.copy_(torch.tensor([[3.0, 4.0]]))
+        >>> float(l2_penalty(lin, 0.1))  # 0.05 * (9 + 16)
+        1.25
+    """
+    params = penalized_parameters(model)
+    if not params or weight_decay == 0:
+        return next(model.parameters()).new_zeros(())
+    return 0.5 * weight_decay * sum(w.pow(2).sum() for w in params)
+
+
+def _split_item(item: Any) -> tuple[Any, Any]:
+    if isinstance(item, Mapping):
+        if "image" not in item or "label" not in item:
+            raise DataError(
+                f"dataset items that are dicts need 'image' and 'label' keys, got {sorted(item)}"
+            )
+        return item["image"], item["label"]
+    if isinstance(item, Sequence) and not isinstance(item, str) and len(item) >= 2:
+        return item[0], item[1]
+    raise DataError(
+        f"dataset items must be (image, label, ...) tuples or dicts with image/label keys, got "
+        f"{type(item).__name__}"
+    )
+
+
+def _collate(items: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = zip(*(_split_item(it) for it in items))
+    return default_collate(list(images)), torch.as_tensor(default_collate(list(labels)))
+
+
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """Class label of every item of a dataset.
+
+    Uses a ``labels`` or ``targets`` attribute when the dataset has one (avoids loading images),
+    the second tensor of a ``TensorDataset``, and otherwise reads every item.
+
+    Args:
+        dataset: A map-style dataset of ``(image, label)`` tuples or image/label dicts.
+
+    Returns:
+        ``(N,)`` int64 labels.
+
+    Raises:
+        DataError: If the dataset is empty or its items have no label.
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise DataError("the training dataset is empty")
+    for attr in ("labels", "targets"):
+        values = getattr(dataset, attr, None)
+        if values is not None and len(values) == n:
+            return torch.as_tensor(np.asarray(values)).to(torch.int64).flatten()
+    tensors = getattr(dataset, "tensors", None)
+    if isinstance(tensors, tuple) and len(tensors) >= 2:
+        return tensors[1].to(torch.int64).flatten()
+    return torch.tensor([int(_split_item(dataset[i])[1]) for i in range(n)], dtype=torch.int64)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        # weights_only loading accepts tensors and plain containers, not numpy arrays.
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+    name, keys_np, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys_np.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`train`.
+
+    Args:
+        path: The ``checkpoint.pt`` file.
+        map_location: Device to load tensors onto.
+
+    Returns:
+        A dict with ``epoch``, ``config`` (a dict), ``model``, ``optimizer``, ``history``,
+        ``sampler`` and ``rng``. Rebuild the model with
+        ``build_model(TrainConfig(**ckpt["config"]))`` and ``load_state_dict(ckpt["model"])``.
+
+    Raises:
+        DataError: If the file is missing or is not a checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise DataError(
+            f"checkpoint {path} could not be read ({err}); delete it to restart"
+        ) from err
+    if not isinstance(state, dict) or not {"epoch", "config", "model"} <= set(state):
+        raise DataError(f"{path} is not a paper_sku training checkpoint")
+    return state
+
+
+def _check_resumable(saved: Mapping[str, Any], config: TrainConfig, path: Path) -> None:
+    current = config.model_dump(mode="json")
+    diff = sorted(
+        key for key in current if key not in _RESUMABLE_CHANGES and saved.get(key) != current[key]
+    )
+    if diff:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)
+        raise ConfigurationError(
+            f"checkpoint {path} was written with a different config ({details}); use another "
+            "checkpoint_dir or resume=False to start over"
+        )
+
+
+def train(
+    config: TrainConfig,
+    dataset: Dataset,
+    extra_labels: ExtraLabels | None = None,
+    resume: bool = True,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train :class:`~paper_sku.model.PaperCNN` with the configured triplet loss.
+
+    Args:
+        config: Training settings.
+        dataset: Map-style dataset yielding ``(image (3, S, S), label)`` tuples or dicts with
+            ``image`` and ``label`` keys, ``S = config.image_size``.
+        extra_labels: Class -> additional-labels table (needed by ``loss="flexible"`` and
+            ``balance_level``).
+        resume: Continue from ``checkpoint_dir/checkpoint.pt`` if it exists; False starts over
+            (and overwrites it).
+        console: Rich console for the progress bars (default: a new one on stderr).
+
+    Returns:
+        A :class:`TrainResult`; the model is in eval mode on ``config.device``.
+
+    Raises:
+        ConfigurationError: On an invalid config, a flexible loss without extra labels, or a
+            checkpoint written with a different config.
+        DataError: On an empty dataset, malformed items or an unreadable checkpoint.
+        ShapeError: If the images are not ``(B, 3, S, S)``.
+        EmbedcamValueError: If the loss becomes NaN (divergence).
+    """
+    if not isinstance(config, TrainConfig):
+        raise ConfigurationError(f"config must be a TrainConfig, got {type(config).__name__}")
+    device = torch.device(config.device)
+    labels = dataset_labels(dataset)
+    loss_fn = build_loss(config, extra_labels)
+    groups = None
+    if config.balance_level is not None:
+        if extra_labels is None:
+            raise ConfigurationError("balance_level needs extra_labels")
+        table, known = _encode_table(extra_labels, [config.balance_level])
+        groups = {c: int(table[c, 0]) for c in range(table.shape[0]) if known[c]}
+    sampler = PKSampler(
+        labels, config.p, config.k, config.batches_per_epoch, groups=groups, seed=config.seed
+    )
+
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    random.seed(config.seed)
+    model = build_model(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    history: list[EpochStats] = []
+    start = 0
+    path = None if config.checkpoint_dir is None else Path(config.checkpoint_dir) / CHECKPOINT_NAME
+    if resume and path is not None and path.exists():
+        state = load_checkpoint(path, map_location=device)
+        _check_resumable(state["config"], config, path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = [EpochStats(**h) for h in state["history"]]
+        sampler.load_state_dict(state["sampler"])
+        _set_rng_state(state["rng"], device)
+        start = int(state["epoch"])
+
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate, num_workers=0)
+    progress = Progress(
+        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("active {task.fields[active]:.2f}"),
+        TextColumn("{task.fields[ips]:.0f} img/s"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not config.progress,
+    )
+    size = (config.image_size, config.image_size)
+    with progress:
+        task = progress.add_task(
+            "train",
+            total=len(sampler),
+            epoch=start,
+            epochs=config.epochs,
+            loss=0.0,
+            active=0.0,
+            ips=0.0,
+        )
+        for epoch in range(start, config.epochs):
+            sampler.set_epoch(epoch)
+            progress.reset(task, total=len(sampler), epoch=epoch + 1, loss=0.0, active=0.0, ips=0.0)
+            model.train()
+            sums = {"loss": 0.0, "penalty": 0.0, "active": 0.0}
+            seen, batches, t0 = 0, 0, time.perf_counter()
+            for images, batch_labels in loader:
+                if images.ndim != 4 or tuple(images.shape[1:]) != (3, *size):
+                    raise ShapeError(
+                        f"training images must be (B, 3, {size[0]}, {size[1]}), got "
+                        f"{tuple(images.shape)}; resize them or set image_size"
+                    )
+                images = images.to(device, dtype=torch.float32)
+                out = loss_fn.compute(model(images), batch_labels.to(device))
+                penalty = l2_penalty(model, config.weight_decay)
+                total = out.loss + penalty
+                if not bool(torch.isfinite(total.detach())):
+                    raise EmbedcamValueError(
+                        f"the training loss became {float(total.detach())} in epoch "
+                        f"{epoch + 1}; lower lr"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                sums["loss"] += float(out.loss.detach())
+                sums["penalty"] += float(penalty.detach())
+                sums["active"] += out.active_fraction
+                seen += images.shape[0]
+                batches += 1
+                ips = seen / max(time.perf_counter() - t0, 1e-9)
+                progress.update(
+                    task,
+                    advance=1,
+                    loss=sums["loss"] / batches,
+                    active=sums["active"] / batches,
+                    ips=ips,
+                )
+            seconds = time.perf_counter() - t0
+            history.append(
+                EpochStats(
+                    epoch=epoch + 1,
+                    loss=sums["loss"] / batches,
+                    penalty=sums["penalty"] / batches,
+                    active_fraction=sums["active"] / batches,
+                    images_per_second=seen / max(seconds, 1e-9),
+                    seconds=seconds,
+                    num_images=seen,
+                )
+            )
+            sampler.set_epoch(epoch + 1)
+            if path is not None:
+                _atomic_torch_save(
+                    {
+                        "epoch": epoch + 1,
+                        "config": config.model_dump(mode="json"),
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "history": [h.model_dump() for h in history],
+                        "sampler": sampler.state_dict(),
+                        "rng": _rng_state(device),
+                    },
+                    path,
+                )
+    model.eval()
+    return TrainResult(model, config, history, path, start)
