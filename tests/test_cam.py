@@ -1,0 +1,420 @@
+"""Tests of EmbeddingCAM: hand-computed maps, backend agreement, batching, state hygiene, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import embedcam as ec
+from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError, UnsupportedError
+
+torch.set_num_threads(1)
+
+
+class SmallCNN(nn.Module):
+    """Conv-BN-ReLU x3 with pooling, then a linear head: a stand-in for a metric-learning CNN."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(inplace=True),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(32, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+def make_small(seed: int = 0) -> SmallCNN:
+    torch.manual_seed(seed)
+    model = SmallCNN()
+    # Non-trivial running statistics, so eval-mode BatchNorm is not the identity.
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def make_resnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18(weights=None, num_classes=32)
+
+
+def centroid_target(
+    model: nn.Module, images: torch.Tensor, scale: float = 1.0
+) -> ec.CentroidTarget:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        dim = model.eval()(images[:1]).shape[1]
+    cents = torch.randn(5, dim)
+    labels = torch.arange(images.shape[0]) % 5
+    return ec.CentroidTarget(cents, labels)
+
+
+class ScaledTarget(ec.EmbeddingTarget):
+    """A target scaled by a constant: same maps, gradients large enough to dwarf an epsilon."""
+
+    def __init__(self, inner: ec.EmbeddingTarget, factor: float) -> None:
+        self.inner, self.factor, self.batch_size = inner, factor, inner.batch_size
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def score(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.inner.score(embeddings) * self.factor
+
+    def select(self, index: int) -> ScaledTarget:
+        return ScaledTarget(self.inner.select(index), self.factor)
+
+
+# --------------------------------------------------------------------------- hand-computed case
+
+
+class HandModel(nn.Module):
+    """1x1 conv with weights (+1, -1) -> A0 = x, A1 = -x; head picks A0[0,0] and A1[1,1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1, bias=False)
+        self.head = nn.Linear(8, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).reshape(2, 1, 1, 1))
+            w = torch.zeros(2, 8)
+            w[0, 0] = 1.0  # A0 at (0, 0)
+            w[1, 7] = 1.0  # A1 at (1, 1)
+            self.head.weight.copy_(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).flatten(1))
+
+
+X = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 1, 2, 2)
+# e = (A0[0,0], A1[1,1]) = (1, -4); centroid c = (1, 0); |e| = sqrt(17).
+# dS/de = c/|e| - (e.c) e/|e|^3 = (16, 4) / 17^1.5,
+# so dS/dA0[0,0] = 16/17^1.5 and dS/dA1[1,1] = 4/17^1.5.
+K = 17**1.5
+
+
+def test_hand_model_gradcam_matches_hand_computation():
+    cam = ec.EmbeddingCAM(HandModel(), "conv", method="gradcam")
+    res = cam(X, ec.CentroidTarget(torch.tensor([[1.0, 0.0]]), [0]))
+    # Weights: w0 = mean(G0) = 4/K, w1 = 1/K; raw = w0*x + w1*(-x) = 3x/K.
+    expected_raw = torch.tensor([[3.0, 6.0], [9.0, 12.0]]) / K
+    assert torch.allclose(res.raw[0], expected_raw, atol=1e-7)
+    assert res.scores[0].item() == pytest.approx(1 / math.sqrt(17), abs=1e-7)
+    # Min-max of 3x/K over x = 1..4 is (x - 1) / 3.
+    assert torch.allclose(res.maps[0], torch.tensor([[0.0, 1 / 3], [2 / 3, 1.0]]), atol=1e-6)
+    assert not res.empty[0]
+
+
+def test_hand_model_hirescam_and_gradcampp():
+    target = ec.CentroidTarget(torch.tensor([[1.0, 0.0]]), [0])
+    hires = ec.EmbeddingCAM(HandModel(), "conv", method="hirescam")(X, target)
+    # G*A summed over channels: (0,0): 16/K * 1; (1,1): 4/K * (-4).
+    assert torch.allclose(hires.raw[0], torch.tensor([[16.0, 0.0], [0.0, -16.0]]) / K, atol=1e-7)
+    pp = ec.EmbeddingCAM(HandModel(), "conv", method="gradcam++")(X, target)
+    # alpha = 1 / (2 + S_k g): S0 = 10, g0 = 16/K; S1 = -10, g1 = 4/K; w_k = alpha_k * g_k.
+    g0, g1 = 16 / K, 4 / K
+    w0 = g0 / (2 + 10 * g0)
+    w1 = g1 / (2 - 10 * g1)
+    expected = (w0 - w1) * torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert torch.allclose(pp.raw[0], expected, atol=1e-7)
+
+
+def test_empty_exactly_when_relu_map_is_zero():
+    # Centroid (-1, 0) flips every weight: raw = -3x/K < 0 everywhere -> no positive evidence.
+    images = torch.cat([X, X])
+    cents = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    res = ec.EmbeddingCAM(HandModel(), "conv")(images, ec.CentroidTarget(cents, [0, 1]))
+    assert res.empty.tolist() == [False, True]
+    assert torch.equal(res.maps[1], torch.zeros(2, 2))
+    assert torch.allclose(res.raw[1], -torch.tensor([[3.0, 6.0], [9.0, 12.0]]) / K, atol=1e-7)
+    assert res.maps[0].max().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("backend", ["native", "grad-cam", "captum"])
+def test_empty_flag_matches_raw_on_random_models(backend):
+    model = make_small(3)
+    images = torch.rand(6, 3, 20, 28)
+    res = ec.EmbeddingCAM(model, "features.10", backend=backend)(
+        images, centroid_target(model, images)
+    )
+    assert torch.equal(res.empty, res.raw.clamp_min(0).flatten(1).amax(1) == 0)
+    assert bool((res.maps[res.empty] == 0).all())
+    assert float(res.maps.min()) >= 0.0 and float(res.maps.max()) <= 1.0
+
+
+# --------------------------------------------------------------------------- backend agreement
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("arch", ["small", "resnet18"])
+def test_three_backends_agree_on_gradcam(arch, batch):
+    if arch == "small":
+        model, layer, size = make_small(), "features.10", (36, 52)
+    else:
+        model, layer, size = make_resnet(), "layer4", (72, 104)
+    torch.manual_seed(2)
+    images = torch.randn(batch, 3, *size)
+    target = centroid_target(model, images)
+    results = {
+        b: ec.EmbeddingCAM(model, layer, method="gradcam", backend=b)(images, target)
+        for b in ("native", "grad-cam", "captum")
+    }
+    ref = results["native"]
+    assert ref.maps.shape == (batch, *size)
+    assert not bool(ref.empty.all())
+    for b in ("grad-cam", "captum"):
+        assert (results[b].maps - ref.maps).abs().max().item() <= 1e-5, b
+        assert torch.allclose(results[b].raw, ref.raw, rtol=1e-4, atol=1e-9), b
+        assert torch.allclose(results[b].scores, ref.scores, atol=1e-6), b
+        assert torch.equal(results[b].empty, ref.empty), b
+
+
+@pytest.mark.parametrize("method", ["hirescam", "xgradcam", "layercam"])
+def test_native_matches_gradcam_backend_for_other_methods(method):
+    model = make_small(4)
+    images = torch.randn(4, 3, 24, 40)
+    target = ScaledTarget(centroid_target(model, images), 1e3)
+    nat = ec.EmbeddingCAM(model, "features.10", method=method)(images, target)
+    pgc = ec.EmbeddingCAM(model, "features.10", method=method, backend="grad-cam")(images, target)
+    assert (nat.maps - pgc.maps).abs().max().item() <= 1e-5
+
+
+def test_native_hirescam_matches_captum():
+    model = make_small(5)
+    images = torch.randn(3, 3, 24, 40)
+    target = centroid_target(model, images)
+    nat = ec.EmbeddingCAM(model, "features.10", method="hirescam")(images, target)
+    cap = ec.EmbeddingCAM(model, "features.10", method="hirescam", backend="captum")(images, target)
+    assert (nat.maps - cap.maps).abs().max().item() <= 1e-5
+
+
+def test_gradcampp_equals_pytorch_grad_cam_when_epsilon_is_negligible():
+    model = make_small(6)
+    images = torch.randn(4, 3, 32, 48)
+    # Scaling the score by 1e4 scales every gradient by 1e4: g^2 >> 1e-6, so the library's
+    # absolute epsilon no longer matters and both implement the same closed form.
+    target = ScaledTarget(centroid_target(model, images), 1e4)
+    nat = ec.EmbeddingCAM(model, "features.10", method="gradcam++")(images, target)
+    pgc = ec.EmbeddingCAM(model, "features.10", method="gradcam++", backend="grad-cam")(
+        images, target
+    )
+    assert (nat.maps - pgc.maps).abs().max().item() <= 1e-4
+
+
+def test_gradcampp_diverges_from_pytorch_grad_cam_on_plain_cosine():
+    """Documents why the native closed form has no epsilon (REFERENCE.md section 6)."""
+    model = make_small(6)
+    images = torch.randn(4, 3, 32, 48)
+    target = centroid_target(model, images)
+    nat = ec.EmbeddingCAM(model, "features.10", method="gradcam++")(images, target)
+    pgc = ec.EmbeddingCAM(model, "features.10", method="gradcam++", backend="grad-cam")(
+        images, target
+    )
+    # The cosine's gradients are tiny: g^2 is of the order of the library's absolute 1e-6 ...
+    from embedcam.cam.native import layer_activations_and_grads
+
+    model.eval()
+    _, grads, _ = layer_activations_and_grads(
+        model, model.features[10], "features.10", images, target, None
+    )
+    assert (grads**2).median().item() < 1e-5
+    # ... so the epsilon dominates alpha there, and the maps differ visibly.
+    assert (nat.maps - pgc.maps).abs().max().item() > 0.05
+
+
+# --------------------------------------------------------------------------- batching
+
+
+@pytest.mark.parametrize("method", ec.available_methods("native"))
+def test_batched_equals_per_image(method):
+    model = make_small(7).train()  # train mode: eval must be applied, or BatchNorm couples images
+    images = torch.randn(5, 3, 28, 20)
+    target = centroid_target(model, images)
+    cam = ec.EmbeddingCAM(model, "features.6", method=method)
+    batched = cam(images, target)
+    for i in range(5):
+        single = cam(images[i : i + 1], target.select(i))
+        assert torch.allclose(batched.raw[i], single.raw[0], atol=1e-6, rtol=1e-4)
+        assert (batched.maps[i] - single.maps[0]).abs().max().item() <= 1e-5
+        assert batched.scores[i].item() == pytest.approx(single.scores[0].item(), abs=1e-6)
+
+
+def test_contrastive_target_and_block_before_last():
+    model = make_small(8)
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        emb = model.eval()(images)
+    cents = torch.randn(3, emb.shape[1])
+    target = ec.ContrastiveTarget(cents, [0, 1, 2, 0])
+    res = ec.EmbeddingCAM(model, "features.6", method="gradcam")(images, target)
+    assert res.raw.shape == (4, 16, 16)
+    unit = cents / cents.norm(dim=1, keepdim=True)
+    cos = (emb / emb.norm(dim=1, keepdim=True)) @ unit.T
+    labels = torch.tensor([0, 1, 2, 0])
+    own = cos[torch.arange(4), labels]
+    rival = cos.scatter(1, labels[:, None], -2.0).amax(1)
+    assert torch.allclose(res.scores, own - rival, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- model state
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        for m in model.modules()
+    )
+
+
+@pytest.mark.parametrize("backend", ["native", "grad-cam", "captum"])
+def test_model_state_is_restored(backend):
+    model = make_small(9).train()
+    model.features[1].eval()  # mixed modes must come back exactly
+    model.features[0].weight.requires_grad_(False)
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in model.parameters()]
+    images = torch.randn(3, 3, 16, 16)
+    target = centroid_target(model, images)
+    model.train()
+    model.features[1].eval()
+    ec.EmbeddingCAM(model, "features.10", backend=backend)(images, target)
+    assert _hooks(model) == 0
+    assert [m.training for m in model.modules()] == modes
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("backend", ["native", "grad-cam", "captum"])
+def test_model_state_restored_after_an_error(backend):
+    model = make_small(10).train()
+    images = torch.randn(2, 3, 16, 16)
+    bad = ec.ReferenceTarget(torch.randn(2, 7))  # wrong embedding dimension: fails mid-forward
+    with pytest.raises(ShapeError, match="dimension"):
+        ec.EmbeddingCAM(model, "features.10", backend=backend)(images, bad)
+    assert _hooks(model) == 0
+    assert all(m.training for m in model.modules())
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())
+
+
+def test_existing_grads_are_kept():
+    model = make_small(11)
+    model(torch.randn(2, 3, 16, 16)).sum().backward()
+    before = [p.grad.clone() for p in model.parameters()]
+    images = torch.randn(2, 3, 16, 16)
+    for backend in ("native", "grad-cam", "captum"):
+        ec.EmbeddingCAM(model, "features.10", backend=backend)(
+            images, centroid_target(model, images)
+        )
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), before))
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def test_unknown_layer_name_lists_near_matches():
+    with pytest.raises(ConfigurationError, match=r"Near matches: \['features.10'"):
+        ec.EmbeddingCAM(make_small(), "features.100")
+
+
+def test_layer_module_not_in_model():
+    with pytest.raises(ConfigurationError, match="not a sub-module"):
+        ec.EmbeddingCAM(make_small(), nn.ReLU())
+
+
+def test_captum_gradcampp_is_unsupported_and_names_backends():
+    with pytest.raises(UnsupportedError, match="'native' or 'grad-cam'"):
+        ec.EmbeddingCAM(make_small(), "features.10", method="gradcam++", backend="captum")
+
+
+def test_unknown_method_and_backend():
+    with pytest.raises(ConfigurationError, match="unknown CAM method 'gradcam3'"):
+        ec.EmbeddingCAM(make_small(), "features.10", method="gradcam3")
+    with pytest.raises(ConfigurationError, match="unknown backend 'torchcam'"):
+        ec.EmbeddingCAM(make_small(), "features.10", backend="torchcam")
+
+
+class TupleModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_small()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.net(x)
+        return e, e.norm(dim=1)
+
+
+@pytest.mark.parametrize("backend", ["native", "grad-cam", "captum"])
+def test_tuple_output_needs_embedding_fn(backend):
+    model = TupleModel()
+    images = torch.randn(2, 3, 16, 16)
+    target = ec.ReferenceTarget(torch.randn(2, 16))
+    with pytest.raises(ConfigurationError, match="embedding_fn"):
+        ec.EmbeddingCAM(model, "net.features.10", backend=backend)(images, target)
+    res = ec.EmbeddingCAM(
+        model, "net.features.10", backend=backend, embedding_fn=lambda out: out[0]
+    )(images, target)
+    assert res.maps.shape == (2, 16, 16)
+
+
+def test_target_batch_mismatch():
+    model = make_small()
+    target = ec.CentroidTarget(torch.randn(3, 16), [0, 1, 2])
+    with pytest.raises(ShapeError, match="built for 3 images but the batch has 2"):
+        ec.EmbeddingCAM(model, "features.10")(torch.randn(2, 3, 16, 16), target)
+
+
+def test_images_must_be_4d():
+    with pytest.raises(ShapeError, match=r"\(B, C, H, W\)"):
+        ec.EmbeddingCAM(make_small(), "features.10")(
+            torch.randn(3, 16, 16), ec.ReferenceTarget(torch.randn(16))
+        )
+
+
+def test_layer_not_on_the_path():
+    model = make_small()
+    model.unused = nn.Conv2d(3, 3, 1)
+    with pytest.raises(ConfigurationError, match="did not run"):
+        ec.EmbeddingCAM(model, "unused")(
+            torch.randn(1, 3, 8, 8), ec.ReferenceTarget(torch.randn(16))
+        )
+
+
+def test_zero_embedding_raises():
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].bias.zero_()
+    with pytest.raises(EmbedcamValueError, match="zero-norm image"):
+        ec.EmbeddingCAM(model, "0")(torch.randn(1, 3, 4, 4), ec.ReferenceTarget(torch.ones(2)))
+
+
+def test_non_map_layer_output_needs_reshape_transform():
+    model = make_small()
+    with pytest.raises(ShapeError, match="reshape_transform"):
+        ec.EmbeddingCAM(model, "head")(torch.randn(1, 3, 8, 8), ec.ReferenceTarget(torch.ones(16)))
+
+
+def test_available_methods():
+    assert ec.available_methods("native")[:3] == ["gradcam", "gradcam++", "hirescam"]
+    assert "gradcam++" not in ec.available_methods("captum")
+    assert {"scorecam", "eigencam"} <= set(ec.available_methods("grad-cam"))
