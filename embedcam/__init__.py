@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from embedcam import errors
 
+# isort: split
 # --- explain engine (centroids, targets, CAM) ---
 from embedcam import cam, targets
 from embedcam.cam import CamResult, EmbeddingCAM, available_methods
 from embedcam.centroids import ClassCentroids
 from embedcam.targets import CentroidTarget, ContrastiveTarget, EmbeddingTarget, ReferenceTarget
 
+# isort: split
 # --- boxes, masks, scoring, judge, stats ---
-from embedcam import boxes
+from embedcam import boxes, masks, scoring, stats
 from embedcam.boxes import boxes_to_masks
+from embedcam.masks import darken
+from embedcam.scoring import judge_features
 
 # --- datasets and interventions ---
 
@@ -40,5 +44,10 @@ __all__ = [
     "ReferenceTarget",
     # boxes, masks, scoring, judge, stats
     "boxes",
+    "masks",
+    "scoring",
+    "stats",
     "boxes_to_masks",
+    "darken",
+    "judge_features",
 ]
