@@ -1,5 +1,6 @@
 # embedcam: `make demo` runs the main job, `make test` runs every check. Both create .venv.
 PYTHON ?= python3
+export NO_MKDOCS_2_WARNING := 1
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/explain_demo.py
+	$(PY) examples/explain_demo.py --out outputs/demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
