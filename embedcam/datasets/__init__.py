@@ -1,0 +1,61 @@
+"""Datasets: Roboflow export readers, the dataset index, a torch Dataset and synthetic shelves.
+
+* :func:`load_roboflow` reads a Roboflow export in any layout (folder, CSV, COCO, YOLO, VOC) into
+  a validated :class:`DatasetIndex`, with additional labels from a mapping file.
+* :class:`ImageDataset` and :func:`collate_boxes` feed an index to a model, moving boxes and
+  masks with every resize or augmentation.
+* :func:`generate_shelf` writes a synthetic shelf dataset with a controllable background
+  shortcut as a Roboflow COCO export, with exact object masks.
+* :func:`preview_grid` / :func:`save_preview` draw a grid of samples with their boxes.
+"""
+
+from __future__ import annotations
+
+from embedcam.datasets.index import SPLITS, DatasetIndex, Sample, SkippedFile
+from embedcam.datasets.preview import preview_grid, save_preview
+from embedcam.datasets.roboflow import FORMATS, detect_format, load_roboflow, read_extra_labels
+from embedcam.datasets.synthetic import (
+    GLYPHS,
+    SHAPES,
+    RenderedImage,
+    ShelfClass,
+    ShelfConfig,
+    ShelfRenderer,
+    generate_shelf,
+)
+from embedcam.datasets.torch_dataset import (
+    BoxTransform,
+    Compose,
+    ImageDataset,
+    RandomCrop,
+    RandomHorizontalFlip,
+    Resize,
+    collate_boxes,
+)
+
+__all__ = [
+    "SPLITS",
+    "FORMATS",
+    "DatasetIndex",
+    "Sample",
+    "SkippedFile",
+    "load_roboflow",
+    "detect_format",
+    "read_extra_labels",
+    "ImageDataset",
+    "collate_boxes",
+    "BoxTransform",
+    "Compose",
+    "Resize",
+    "RandomHorizontalFlip",
+    "RandomCrop",
+    "ShelfConfig",
+    "ShelfClass",
+    "ShelfRenderer",
+    "RenderedImage",
+    "SHAPES",
+    "GLYPHS",
+    "generate_shelf",
+    "preview_grid",
+    "save_preview",
+]

@@ -1,0 +1,156 @@
+"""A preview grid of dataset samples with their boxes, for a person to look at.
+
+Run ``python -m embedcam.datasets.preview OUT.png`` to generate a small synthetic shelf export in
+a temporary folder and write its preview (this is how the figure in the docs is made).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from embedcam import boxes as _boxes
+from embedcam.datasets._io import atomic_write_bytes, encode_image, read_mask, read_rgb
+from embedcam.datasets.index import DatasetIndex
+from embedcam.errors import ConfigurationError, DataError
+
+__all__ = ["preview_grid", "save_preview"]
+
+_BOX_RGB = (0, 230, 0)
+_MASK_RGB = (255, 0, 255)
+
+
+def _pick(index: DatasetIndex, n: int, split: str | None, per_class: bool) -> list[int]:
+    pool = [i for i, s in enumerate(index.samples) if split is None or s.split == split]
+    if not pool:
+        raise DataError(f"no samples in split {split!r}; present: {index.splits}")
+    if not per_class:
+        return pool[:n]
+    # round-robin over classes so every class shows up before any repeats
+    by_class: dict[int, list[int]] = {}
+    for i in pool:
+        by_class.setdefault(index.samples[i].label, []).append(i)
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < n and any(depth < len(v) for v in by_class.values()):
+        for label in sorted(by_class):
+            if depth < len(by_class[label]) and len(picked) < n:
+                picked.append(by_class[label][depth])
+        depth += 1
+    return picked
+
+
+def _outline(tile: np.ndarray, mask: np.ndarray, rgb: tuple[int, int, int]) -> None:
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    tile[mask & ~inner] = rgb
+
+
+def preview_grid(
+    index: DatasetIndex,
+    n: int = 16,
+    *,
+    cols: int = 8,
+    tile: int = 96,
+    split: str | None = "train",
+    per_class: bool = True,
+    show_masks: bool = True,
+) -> np.ndarray:
+    """Draw a grid of samples with their boxes (green) and mask outlines (magenta).
+
+    Args:
+        index: The dataset index.
+        n: Number of samples.
+        cols: Tiles per row.
+        tile: Tile side in pixels (images are resized to ``tile x tile``).
+        split: Which split to draw from (``None``: all).
+        per_class: Take samples class by class (round robin) rather than in index order.
+        show_masks: Outline the exact object mask when the sample has one.
+
+    Returns:
+        uint8 ``(rows * (tile + 2) + 2, cols * (tile + 2) + 2, 3)`` RGB image.
+
+    Raises:
+        ConfigurationError: If ``n``, ``cols`` or ``tile`` is not positive.
+        DataError: If the split has no samples or an image cannot be read.
+    """
+    if n < 1 or cols < 1 or tile < 8:
+        raise ConfigurationError(f"need n >= 1, cols >= 1, tile >= 8; got {n}, {cols}, {tile}")
+    picked = _pick(index, n, split, per_class)
+    cols = min(cols, len(picked))
+    rows = -(-len(picked) // cols)
+    pad = 2
+    grid = np.full((rows * (tile + pad) + pad, cols * (tile + pad) + pad, 3), 255, np.uint8)
+    for k, i in enumerate(picked):
+        s = index.samples[i]
+        img = torch.from_numpy(read_rgb(s.path)).permute(2, 0, 1).float()[None]
+        src = (int(img.shape[-2]), int(img.shape[-1]))
+        img = F.interpolate(img, size=(tile, tile), mode="bilinear", antialias=True)[0]
+        out = img.clamp(0, 255).round().byte().permute(1, 2, 0).numpy().copy()
+        if show_masks and s.mask_path is not None:
+            m = torch.from_numpy(read_mask(s.mask_path))[None, None].float()
+            m = F.interpolate(m, size=(tile, tile), mode="nearest")[0, 0].numpy() > 0.5
+            _outline(out, m, _MASK_RGB)
+        if s.boxes:
+            b = _boxes.resize_boxes(s.box_tensor(), src, (tile, tile))
+            for x0, y0, x1, y1 in b.round().long().tolist():
+                x1, y1 = max(x1 - 1, x0), max(y1 - 1, y0)
+                out[y0, x0 : x1 + 1] = _BOX_RGB
+                out[y1, x0 : x1 + 1] = _BOX_RGB
+                out[y0 : y1 + 1, x0] = _BOX_RGB
+                out[y0 : y1 + 1, x1] = _BOX_RGB
+        r, c = divmod(k, cols)
+        top, left = pad + r * (tile + pad), pad + c * (tile + pad)
+        grid[top : top + tile, left : left + tile] = out
+    return grid
+
+
+def save_preview(index: DatasetIndex, path: str | Path, **kwargs: object) -> Path:
+    """Write :func:`preview_grid` as a PNG file (atomically).
+
+    Args:
+        index: The dataset index.
+        path: Destination ``.png``.
+        **kwargs: Passed to :func:`preview_grid`.
+
+    Returns:
+        The path written.
+    """
+    p = Path(path)
+    atomic_write_bytes(p, encode_image(preview_grid(index, **kwargs), "png"))  # type: ignore[arg-type]
+    return p
+
+
+def _main(argv: Sequence[str]) -> int:
+    from embedcam.datasets.synthetic import ShelfConfig, generate_shelf
+
+    if len(argv) != 1:
+        print("usage: python -m embedcam.datasets.preview OUT.png", file=sys.stderr)
+        return 2
+    cfg = ShelfConfig(
+        image_size=128,
+        families=8,
+        siblings=2,
+        images_per_class={"train": 2},
+        distractors=1,
+        occlusion=0.3,
+        seed=0,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        index = generate_shelf(Path(tmp) / "shelf", cfg)
+        out = save_preview(index, argv[0], n=16, cols=8, tile=96)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
