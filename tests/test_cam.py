@@ -418,3 +418,50 @@ def test_available_methods():
     assert ec.available_methods("native")[:3] == ["gradcam", "gradcam++", "hirescam"]
     assert "gradcam++" not in ec.available_methods("captum")
     assert {"scorecam", "eigencam"} <= set(ec.available_methods("grad-cam"))
+
+
+@pytest.mark.parametrize("method", ["scorecam", "eigencam", "eigengradcam", "gradcam-elementwise"])
+def test_other_gradcam_backend_methods(method):
+    model = make_small(12)
+    images = torch.randn(2, 3, 16, 24)
+    target = centroid_target(model, images)
+    res = ec.EmbeddingCAM(model, "features.10", method=method, backend="grad-cam")(images, target)
+    native = ec.EmbeddingCAM(model, "features.10")(images, target)
+    assert res.maps.shape == (2, 16, 24) and res.raw.shape == (2, 4, 6)
+    assert torch.allclose(res.scores, native.scores, atol=1e-6)
+    assert torch.equal(res.empty, res.raw.clamp_min(0).flatten(1).amax(1) == 0)
+    assert float(res.maps.min()) >= 0.0 and float(res.maps.max()) <= 1.0
+    assert _hooks(model) == 0
+
+
+def test_reshape_transform_for_token_outputs():
+    """A layer that outputs tokens (B, N, K) is explained through reshape_transform."""
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 4, stride=4)
+            self.mix = nn.Identity()
+            self.head = nn.Linear(8, 6)
+
+        def forward(self, x):
+            t = self.mix(self.conv(x).flatten(2).transpose(1, 2))  # (B, N, K)
+            return self.head(t.mean(1))
+
+    torch.manual_seed(0)
+    model = Tokens()
+    images = torch.randn(2, 3, 16, 24)  # 4 x 6 tokens
+
+    def to_map(t):
+        return t.transpose(1, 2).reshape(t.shape[0], 8, 4, 6)
+
+    target = ec.ReferenceTarget(torch.randn(2, 6))
+    nat = ec.EmbeddingCAM(model, "mix", reshape_transform=to_map)(images, target)
+    ref = ec.EmbeddingCAM(model, "conv")(images, target)  # the same features, as a map
+    assert torch.allclose(nat.raw, ref.raw, atol=1e-6)
+    pgc = ec.EmbeddingCAM(model, "mix", backend="grad-cam", reshape_transform=to_map)(
+        images, target
+    )
+    assert (pgc.maps - nat.maps).abs().max().item() <= 1e-5
+    with pytest.raises(UnsupportedError, match="reshape_transform"):
+        ec.EmbeddingCAM(model, "mix", backend="captum", reshape_transform=to_map)
