@@ -36,8 +36,8 @@ def tf_literal(dist, labels, margins):
             if p == a or labels[p] != labels[a]:
                 continue
             outside = [n for n in negs if dist[a, n] > dist[a, p]]
-            key = lambda n: float(dist[a, n] - margins[a, n])  # noqa: E731
-            out[(a, p)] = min(outside, key=key) if outside else max(negs, key=key)
+            eff = {n: float(dist[a, n] - margins[a, n]) for n in negs}
+            out[(a, p)] = min(outside, key=eff.get) if outside else max(negs, key=eff.get)
     return out
 
 
