@@ -393,9 +393,20 @@ class ShelfRenderer:
 
     # -- products -------------------------------------------------------------------------------
 
-    def _product(self, cls: ShelfClass, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-        """RGB ``(h, w, 3)`` and silhouette ``(h, w)`` of one package."""
+    def draw_product(self, label: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Draw the package of class ``label`` filling an ``(h, w)`` box.
+
+        Args:
+            label: Class index.
+            h: Height in pixels.
+            w: Width in pixels.
+
+        Returns:
+            ``(rgb, mask)``: float ``(h, w, 3)`` in ``[0, 1]`` (meaningful where the mask is) and
+            the bool silhouette ``(h, w)``.
+        """
         cfg = self.config
+        cls = self.classes[label]
         mask = _shape_mask(cls.shape, h, w)
         body = np.array(cls.colour, dtype=np.float64)
         v = (np.arange(h) + 0.5)[:, None] / h
@@ -431,7 +442,7 @@ class ShelfRenderer:
         h, w = max(h, 4), max(w, 3)
         top = int(rng.integers(0, s - h + 1))
         left = int(rng.integers(0, s - w + 1))
-        rgb, m = self._product(cls, h, w)
+        rgb, m = self.draw_product(cls.index, h, w)
         window = canvas[top : top + h, left : left + w]
         window[m] = rgb[m]
         full = np.zeros((s, s), dtype=bool)
