@@ -161,7 +161,10 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> Interval:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
+    # the bounds are exactly 0 at k = 0 and 1 at k = n; set them so rounding cannot move them
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return Interval(p, low, high)
 
 
 def clopper_pearson_interval(k: int, n: int, confidence: float = 0.95) -> Interval:
