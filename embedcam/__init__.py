@@ -24,7 +24,9 @@ from embedcam.boxes import boxes_to_masks
 from embedcam.masks import darken
 from embedcam.scoring import judge_features
 
+# isort: split
 # --- datasets and interventions ---
+from embedcam import datasets, interventions
 
 __version__ = "0.1.0"
 
@@ -50,4 +52,7 @@ __all__ = [
     "boxes_to_masks",
     "darken",
     "judge_features",
+    # datasets and interventions
+    "datasets",
+    "interventions",
 ]
