@@ -516,7 +516,15 @@ def train(
         )
         for epoch in range(start, config.epochs):
             sampler.set_epoch(epoch)
-            progress.reset(task, total=len(sampler), epoch=epoch + 1, loss=0.0, active=0.0, ips=0.0)
+            progress.reset(
+                task,
+                total=len(sampler),
+                epoch=epoch + 1,
+                epochs=config.epochs,
+                loss=0.0,
+                active=0.0,
+                ips=0.0,
+            )
             model.train()
             sums = {"loss": 0.0, "penalty": 0.0, "active": 0.0}
             seen, batches, t0 = 0, 0, time.perf_counter()

@@ -1,0 +1,227 @@
+import io
+import random
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from paper_sku.knn import embed, evaluate, knn_predict
+from paper_sku.model import PaperCNN
+from paper_sku.train import (
+    CHECKPOINT_NAME,
+    TrainConfig,
+    build_model,
+    l2_penalty,
+    load_checkpoint,
+    penalized_parameters,
+    train,
+)
+from rich.console import Console
+from torch.utils.data import Dataset, TensorDataset
+
+from embedcam.errors import ConfigurationError, DataError, ShapeError
+
+
+def prototypes_dataset(n_per_class: int, classes: int, amplitude: float, seed: int):
+    """Smooth random class prototypes (4x4 noise upsampled to 32x32) plus unit pixel noise."""
+    g = torch.Generator().manual_seed(1234)  # the same prototypes for train and test
+    coarse = torch.rand(classes, 3, 4, 4, generator=g) - 0.5
+    protos = F.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False)
+    labels = torch.arange(classes).repeat(n_per_class)
+    noise = torch.randn(len(labels), 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    return TensorDataset(amplitude * protos[labels] + noise, labels)
+
+
+def knn_accuracy(model, train_set, test_set, classes):
+    gallery, gallery_labels = embed(model, train_set)
+    query, query_labels = embed(model, test_set)
+    pred = knn_predict(query, gallery, gallery_labels, k=5)
+    return evaluate(pred, query_labels, classes).accuracy
+
+
+CLASSES = 6
+EXTRA = {c: (c // 3, c // 2) for c in range(CLASSES)}  # (category, group)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return (
+        prototypes_dataset(40, CLASSES, 0.6, seed=1),
+        prototypes_dataset(20, CLASSES, 0.6, seed=2),
+    )
+
+
+@pytest.fixture(scope="module")
+def untrained_accuracy(synthetic):
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(image_size=32, width=0.25)).eval()
+    return knn_accuracy(model, *synthetic, CLASSES)
+
+
+@pytest.mark.parametrize("loss", ["triplet", "focal", "flexible"])
+def test_each_loss_trains_to_high_knn_accuracy_within_seconds(loss, synthetic, untrained_accuracy):
+    train_set, test_set = synthetic
+    cfg = TrainConfig(
+        loss=loss, image_size=32, width=0.25, p=CLASSES, k=4, epochs=4, sigma=0.5, progress=False
+    )
+    t0 = time.perf_counter()
+    result = train(cfg, train_set, extra_labels=EXTRA)
+    seconds = time.perf_counter() - t0
+    acc = knn_accuracy(result.model, train_set, test_set, CLASSES)
+    # chance is 1/6; the untrained network's kNN is ~0.43; trained ~0.93 (measured)
+    assert acc >= 0.8, acc
+    assert acc >= untrained_accuracy + 0.3, (acc, untrained_accuracy)
+    assert result.history[-1].active_fraction < result.history[0].active_fraction
+    assert seconds < 30, seconds  # ~1-3 s measured on a loaded 2-core CPU
+
+
+class Interrupted(Exception):
+    pass
+
+
+class AugmentedDataset(Dataset):
+    """Random augmentation from all three global RNGs, and an optional crash after N items."""
+
+    def __init__(self, base: TensorDataset, crash_after: int | None = None):
+        self.base, self.crash_after, self.calls = base, crash_after, 0
+        self.labels = base.tensors[1]
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        self.calls += 1
+        if self.crash_after is not None and self.calls > self.crash_after:
+            raise Interrupted(f"simulated crash at item {self.calls}")
+        image, label = self.base[i]
+        image = image + 0.05 * torch.randn_like(image)
+        if random.random() < 0.5:
+            image = image.flip(-1)
+        image = image * float(np.random.uniform(0.9, 1.1))
+        return {"image": image, "label": label}
+
+
+def small_config(tmp_path, **overrides):
+    base = dict(
+        image_size=32, width=0.125, p=4, k=4, epochs=3, progress=False, seed=3,
+        checkpoint_dir=tmp_path,
+    )  # fmt: skip
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_interrupt_and_resume_equals_uninterrupted_run(tmp_path):
+    data = prototypes_dataset(16, 4, 1.0, seed=5)  # 64 items, 4 batches of 16 per epoch
+    full = train(small_config(tmp_path / "full"), AugmentedDataset(data))
+
+    cfg = small_config(tmp_path / "resumed")
+    with pytest.raises(Interrupted):
+        train(cfg, AugmentedDataset(data, crash_after=2 * 64 + 20))  # dies inside epoch 3
+    assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT_NAME)["epoch"] == 2
+    resumed = train(cfg, AugmentedDataset(data))
+    assert resumed.resumed_from == 2 and len(resumed.history) == 3
+
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
+    assert full_state.keys() == resumed_state.keys()
+    for name, value in full_state.items():
+        assert torch.equal(value, resumed_state[name]), name
+    assert [h.loss for h in resumed.history] == [h.loss for h in full.history]
+    assert [h.active_fraction for h in resumed.history] == [h.active_fraction for h in full.history]
+
+
+def test_same_seed_same_weights_other_seed_differs(tmp_path):
+    data = prototypes_dataset(8, 4, 1.0, seed=5)
+    runs = [
+        train(small_config(None, epochs=1, seed=s, checkpoint_dir=None), AugmentedDataset(data))
+        for s in (0, 0, 1)
+    ]
+    w = [r.model.head.fc2.weight for r in runs]
+    assert torch.equal(w[0], w[1]) and not torch.equal(w[0], w[2])
+
+
+def test_resume_continues_to_more_epochs_and_skips_finished_runs(tmp_path):
+    data = prototypes_dataset(8, 4, 1.0, seed=5)
+    train(small_config(tmp_path, epochs=1), data)
+    longer = train(small_config(tmp_path, epochs=2), data)
+    assert longer.resumed_from == 1 and [h.epoch for h in longer.history] == [1, 2]
+    done = train(small_config(tmp_path, epochs=2), data)
+    assert done.resumed_from == 2 and len(done.history) == 2
+    assert torch.equal(done.model.head.fc2.weight, longer.model.head.fc2.weight)
+    fresh = train(small_config(tmp_path, epochs=1), data, resume=False)
+    assert fresh.resumed_from == 0
+
+
+def test_resume_with_a_different_config_raises(tmp_path):
+    data = prototypes_dataset(8, 4, 1.0, seed=5)
+    train(small_config(tmp_path, epochs=1), data)
+    with pytest.raises(ConfigurationError, match=r"different config \(margin: 0.2 -> 0.5\)"):
+        train(small_config(tmp_path, epochs=2, margin=0.5), data)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    data = prototypes_dataset(8, 4, 1.0, seed=5)
+    train(small_config(tmp_path, epochs=1), data)
+    before = (tmp_path / CHECKPOINT_NAME).read_bytes()
+
+    def failing_save(obj, fh):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr("paper_sku.train.torch.save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        train(small_config(tmp_path, epochs=2), data)
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == 1
+
+
+def test_corrupt_or_missing_checkpoint_raises(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="could not be read"):
+        train(small_config(tmp_path), prototypes_dataset(8, 4, 1.0, seed=5))
+
+
+def test_l2_penalty_covers_conv_and_linear_weights_only():
+    torch.manual_seed(0)
+    model = PaperCNN(width=0.125, in_size=32)
+    params = penalized_parameters(model)
+    assert len(params) == 7  # 5 convolutions + 2 linear layers; no biases, no BatchNorm
+    assert all(p.ndim >= 2 for p in params)
+    expected = 0.5 * 1e-3 * sum(float((p.detach().double() ** 2).sum()) for p in params)
+    assert float(l2_penalty(model, 1e-3)) == pytest.approx(expected, rel=1e-5)
+    model.zero_grad()
+    l2_penalty(model, 1e-3).backward()
+    assert model.features.block0.bn.weight.grad is None
+    assert model.head.fc1.bias.grad is None
+    assert torch.allclose(model.head.fc1.weight.grad, 1e-3 * model.head.fc1.weight)
+
+
+def test_progress_bar_shows_loss_active_fraction_and_throughput():
+    console = Console(file=io.StringIO(), force_terminal=True, width=160)
+    data = prototypes_dataset(8, 4, 1.0, seed=5)
+    cfg = TrainConfig(image_size=32, width=0.125, p=4, k=4, epochs=1)
+    result = train(cfg, data, console=console)
+    text = console.file.getvalue()
+    assert "epoch 1/1" in text and "loss" in text and "active" in text and "img/s" in text
+    stats = result.history[0]
+    assert stats.num_images == 32 and stats.images_per_second > 0
+
+
+def test_bad_config_and_data():
+    with pytest.raises(ConfigurationError, match="invalid TrainConfig"):
+        TrainConfig(p=1)
+    with pytest.raises(ConfigurationError, match="invalid TrainConfig"):
+        TrainConfig(los="focal")
+    with pytest.raises(ConfigurationError, match="invalid TrainConfig"):
+        TrainConfig(loss="arcface")
+    data = prototypes_dataset(8, 4, 1.0, seed=5)
+    with pytest.raises(ConfigurationError, match="needs extra_labels"):
+        train(TrainConfig(loss="flexible", image_size=32, width=0.125, p=4, k=4), data)
+    with pytest.raises(ShapeError, match=r"training images must be \(B, 3, 64, 64\)"):
+        train(TrainConfig(image_size=64, width=0.125, p=4, k=4, progress=False), data)
+    with pytest.raises(DataError, match="empty"):
+        train(TrainConfig(image_size=32, p=4, k=4), TensorDataset(torch.zeros(0, 3, 32, 32)))
+    quick = TrainConfig.quick(epochs=2)
+    assert (quick.image_size, quick.width, quick.epochs) == (64, 0.25, 2)
