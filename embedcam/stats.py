@@ -460,8 +460,8 @@ def holm_correction(p_values: Sequence[float]) -> list[float]:
         EmbedcamValueError: If a p-value is outside ``[0, 1]`` or NaN.
 
     Example:
-        >>> [round(p, 6) for p in holm_correction([0.01, 0.04, 0.03])]
-        [0.03, 0.06, 0.06]
+        >>> tuple(round(p, 6) for p in holm_correction([0.01, 0.04, 0.03]))
+        (0.03, 0.06, 0.06)
     """
     p = np.asarray(p_values, dtype=np.float64)
     if p.size and (np.isnan(p).any() or (p < 0).any() or (p > 1).any()):
