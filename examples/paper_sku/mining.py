@@ -25,6 +25,8 @@ distance* ``dist[a, n] - margins[a, n]``: a smaller value means a larger loss.
   effective distance; mean over anchors.
 
 Example:
+    Anchors 1 and 3 have no negative farther than their positive, so they take the farthest one.
+
     >>> import torch
     >>> from paper_sku.mining import SemiHardMiner
     >>> dist = torch.tensor([[0.0, 1.0, 2.0, 0.5],
@@ -32,10 +34,8 @@ Example:
     ...                      [2.0, 0.5, 0.0, 1.0],
     ...                      [0.5, 0.8, 1.0, 0.0]])
     >>> t = SemiHardMiner()(dist, torch.tensor([0, 0, 1, 1]), torch.zeros(4, 4))
-    >>> [(int(a), int(p), int(n)) for a, p, n in zip(*t)]
-    [(0, 1, 2), (1, 0, 3), (2, 3, 0), (3, 2, 1)]
-
-    Anchors 1 and 3 have no negative farther than their positive, so they take the farthest one.
+    >>> t.anchor.tolist(), t.positive.tolist(), t.negative.tolist()
+    ([0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 0, 1])
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ class TrainConfig(BaseModel):
     Defaults are the paper's model (128 px, width 1.0) with the choices of the module docstring;
     :meth:`quick` gives the fast CPU preset (64 px, width 0.25).
 
-    Args:
+    Attributes:
         loss: ``"triplet"``, ``"focal"`` or ``"flexible"`` (needs ``extra_labels`` in ``train``).
         margin: Margin (base margin for ``"flexible"``) on the loss's scale.
         sigma: Focal kernel width (``"focal"`` and ``"flexible"``).

@@ -241,7 +241,7 @@ def test_loss_gradient_flows_and_pml_empty_mining_gives_zero():
     emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]], requires_grad=True)
     loss = TripletLoss(0.2, miner=SemiHardMiner("pml"))(emb, torch.tensor([0, 0, 1, 1]))
     loss.backward()
-    assert float(loss) == 0.0 and emb.grad is not None
+    assert float(loss.detach()) == 0.0 and emb.grad is not None
 
 
 # --- bad inputs -----------------------------------------------------------------------------
