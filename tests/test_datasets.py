@@ -201,6 +201,7 @@ def test_split_and_counts(exports: dict[str, Path]) -> None:
     assert valid.classes == CLASSES  # the full class list is kept
     assert index.class_counts() == {"apple": 3, "banana": 2, "cherry": 1}
     assert index.labels().tolist() == [0, 0, 1, 2, 1, 0]
+    assert [s.path.name for s in index] == [row[1] for row in EXPECTED_ROWS]  # iterates samples
     with pytest.raises(DataError, match="'val'"):
         index.split("val")
 

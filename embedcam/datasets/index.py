@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -229,6 +230,10 @@ class DatasetIndex(BaseModel):
 
     def __getitem__(self, i: int) -> Sample:
         return self.samples[i]
+
+    def __iter__(self) -> Iterator[Sample]:  # type: ignore[override]
+        """Iterate over the samples (not over the model's fields, as a plain pydantic model)."""
+        return iter(self.samples)
 
     @property
     def num_classes(self) -> int:
