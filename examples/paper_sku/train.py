@@ -292,7 +292,7 @@ def l2_penalty(model: nn.Module, weight_decay: float) -> torch.Tensor:
         >>> from torch import nn
         >>> lin = nn.Linear(2, 1)
         >>> _ = lin.weight.data.copy_(torch.tensor([[3.0, 4.0]]))
-        >>> float(l2_penalty(lin, 0.1))  # 0.05 * (9 + 16)
+        >>> float(l2_penalty(lin, 0.1).detach())  # 0.05 * (9 + 16)
         1.25
     """
     params = penalized_parameters(model)

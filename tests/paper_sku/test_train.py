@@ -1,4 +1,5 @@
 import io
+import math
 import random
 import time
 
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from paper_sku.knn import embed, evaluate, knn_predict
 from paper_sku.model import PaperCNN
+from paper_sku.sampler import PKSampler
 from paper_sku.train import (
     CHECKPOINT_NAME,
     TrainConfig,
@@ -190,7 +192,7 @@ def test_l2_penalty_covers_conv_and_linear_weights_only():
     assert len(params) == 7  # 5 convolutions + 2 linear layers; no biases, no BatchNorm
     assert all(p.ndim >= 2 for p in params)
     expected = 0.5 * 1e-3 * sum(float((p.detach().double() ** 2).sum()) for p in params)
-    assert float(l2_penalty(model, 1e-3)) == pytest.approx(expected, rel=1e-5)
+    assert float(l2_penalty(model, 1e-3).detach()) == pytest.approx(expected, rel=1e-5)
     model.zero_grad()
     l2_penalty(model, 1e-3).backward()
     assert model.features.block0.bn.weight.grad is None
@@ -223,5 +225,31 @@ def test_bad_config_and_data():
         train(TrainConfig(image_size=64, width=0.125, p=4, k=4, progress=False), data)
     with pytest.raises(DataError, match="empty"):
         train(TrainConfig(image_size=32, p=4, k=4), TensorDataset(torch.zeros(0, 3, 32, 32)))
+    with pytest.raises(ConfigurationError, match="balance_level needs extra_labels"):
+        train(TrainConfig(image_size=32, width=0.125, p=4, k=4, balance_level=0), data)
     quick = TrainConfig.quick(epochs=2)
     assert (quick.image_size, quick.width, quick.epochs) == (64, 0.25, 2)
+
+
+def test_flexible_training_with_group_balanced_batches(monkeypatch):
+    data = prototypes_dataset(8, 4, 1.0, seed=5)
+    seen_groups = []
+    original = PKSampler.__iter__
+
+    def recording_iter(self):
+        for batch in original(self):
+            seen_groups.append({EXTRA4[int(data.tensors[1][i])][0] for i in batch})
+            yield batch
+
+    monkeypatch.setattr(PKSampler, "__iter__", recording_iter)
+    cfg = TrainConfig(
+        loss="flexible", image_size=32, width=0.125, p=2, k=4, epochs=1, balance_level=0,
+        progress=False,
+    )  # fmt: skip
+    result = train(cfg, data, extra_labels=EXTRA4)
+    assert len(result.history) == 1 and math.isfinite(result.history[0].loss)
+    # p = 2 classes per batch over 2 categories: every batch holds one class of each category
+    assert seen_groups and all(groups == {"x", "y"} for groups in seen_groups)
+
+
+EXTRA4 = {0: ("x", "a"), 1: ("x", "b"), 2: ("x", "c"), 3: ("y", "d")}
