@@ -25,7 +25,7 @@ from paper_sku.losses import (
 from paper_sku.mining import BatchHardMiner, SemiHardMiner, TripletMiner, Triplets
 from paper_sku.model import PaperCNN
 from paper_sku.sampler import PKSampler
-from paper_sku.train import EpochStats, TrainConfig, TrainResult, load_checkpoint
+from paper_sku.train import EpochStats, TrainConfig, TrainResult, load_checkpoint, load_model
 
 __all__ = [
     "PaperCNN",
@@ -45,6 +45,7 @@ __all__ = [
     "EpochStats",
     "TrainResult",
     "load_checkpoint",
+    "load_model",
     "knn_predict",
     "evaluate",
     "KnnEvaluation",

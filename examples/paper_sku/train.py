@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import tempfile
@@ -48,6 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.progress import (
@@ -85,6 +87,7 @@ __all__ = [
     "dataset_labels",
     "train",
     "load_checkpoint",
+    "load_model",
     "CHECKPOINT_NAME",
 ]
 
@@ -157,6 +160,32 @@ class TrainConfig(BaseModel):
             super().__init__(**data)
         except ValidationError as err:
             raise ConfigurationError(f"invalid TrainConfig: {err}") from err
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """Read a config from a YAML (``.yaml`` / ``.yml``) or JSON file.
+
+        Args:
+            path: The file.
+
+        Returns:
+            The config.
+
+        Raises:
+            DataError: If the file is missing or is not a mapping.
+            ConfigurationError: If a field is invalid.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"config file {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as err:
+            raise DataError(f"config file {path} is not valid YAML/JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise DataError(f"config file {path} must hold a mapping of fields, got {data!r}")
+        return cls(**data)
 
     @classmethod
     def quick(cls, **overrides: Any) -> TrainConfig:
@@ -414,6 +443,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or not {"epoch", "config", "model"} <= set(state):
         raise DataError(f"{path} is not a paper_sku training checkpoint")
     return state
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> PaperCNN:
+    """Rebuild the trained model stored in a checkpoint, in eval mode.
+
+    Args:
+        path: A ``checkpoint.pt`` written by :func:`train`.
+        map_location: Device for the model.
+
+    Returns:
+        The model with the checkpoint's weights.
+
+    Raises:
+        DataError: If the file is missing or is not a checkpoint.
+    """
+    state = load_checkpoint(path, map_location=map_location)
+    model = build_model(TrainConfig(**state["config"])).to(map_location)
+    model.load_state_dict(state["model"])
+    return model.eval()
 
 
 def _check_resumable(saved: Mapping[str, Any], config: TrainConfig, path: Path) -> None:

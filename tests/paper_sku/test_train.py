@@ -16,6 +16,7 @@ from paper_sku.train import (
     build_model,
     l2_penalty,
     load_checkpoint,
+    load_model,
     penalized_parameters,
     train,
 )
@@ -253,3 +254,28 @@ def test_flexible_training_with_group_balanced_batches(monkeypatch):
 
 
 EXTRA4 = {0: ("x", "a"), 1: ("x", "b"), 2: ("x", "c"), 3: ("y", "d")}
+
+
+def test_load_model_returns_the_trained_weights(tmp_path):
+    data = prototypes_dataset(8, 4, 1.0, seed=5)
+    result = train(small_config(tmp_path, epochs=1), data)
+    model = load_model(tmp_path / CHECKPOINT_NAME)
+    assert not model.training
+    x = data.tensors[0][:4]
+    with torch.no_grad():
+        assert torch.equal(model(x), result.model(x))
+
+
+def test_config_loads_from_yaml_and_json(tmp_path):
+    (tmp_path / "c.yaml").write_text("loss: focal\nsigma: 0.5\nepochs: 3\n")
+    (tmp_path / "c.json").write_text('{"loss": "flexible", "p": 4}')
+    assert TrainConfig.load(tmp_path / "c.yaml") == TrainConfig(loss="focal", sigma=0.5, epochs=3)
+    assert TrainConfig.load(tmp_path / "c.json") == TrainConfig(loss="flexible", p=4)
+    (tmp_path / "bad.yaml").write_text("sigma: -1\n")
+    with pytest.raises(ConfigurationError, match="sigma"):
+        TrainConfig.load(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(DataError, match="must hold a mapping"):
+        TrainConfig.load(tmp_path / "list.yaml")
+    with pytest.raises(DataError, match="does not exist"):
+        TrainConfig.load(tmp_path / "missing.yaml")
