@@ -530,7 +530,8 @@ def train(
     start = 0
     path = None if config.checkpoint_dir is None else Path(config.checkpoint_dir) / CHECKPOINT_NAME
     if resume and path is not None and path.exists():
-        state = load_checkpoint(path, map_location=device)
+        # RNG states must stay CPU tensors; load_state_dict moves weights to the device.
+        state = load_checkpoint(path, map_location="cpu")
         _check_resumable(state["config"], config, path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
