@@ -465,3 +465,17 @@ def test_reshape_transform_for_token_outputs():
     assert (pgc.maps - nat.maps).abs().max().item() <= 1e-5
     with pytest.raises(UnsupportedError, match="reshape_transform"):
         ec.EmbeddingCAM(model, "mix", backend="captum", reshape_transform=to_map)
+
+
+def test_frozen_model_works_with_every_backend():
+    model = make_small(13)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    images = torch.randn(2, 3, 16, 24)
+    target = centroid_target(model, images)
+    maps = [
+        ec.EmbeddingCAM(model, "features.10", backend=b)(images, target).maps
+        for b in ("native", "grad-cam", "captum")
+    ]
+    assert all((m - maps[0]).abs().max().item() <= 1e-5 for m in maps[1:])
+    assert not any(p.requires_grad or p.grad is not None for p in model.parameters())

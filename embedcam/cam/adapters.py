@@ -74,9 +74,11 @@ def run_gradcam(
         raise ShapeError(f"{len(targets)} targets for {images.shape[0]} images")
     cam = _Capturing(model=wrapped, target_layers=[layer], reshape_transform=reshape_transform)
     try:
-        # An input that requires grad keeps the graph alive even when every parameter is frozen
-        # (the library captures gradients with tensor hooks that need a graph).
-        inputs = images.detach().clone().requires_grad_(True)
+        # The library captures gradients with tensor hooks, which need a graph: when every
+        # parameter is frozen, an input that requires grad provides one.
+        inputs = images
+        if not any(p.requires_grad for p in model.parameters()):
+            inputs = images.detach().clone().requires_grad_(True)
         maps_np = cam(input_tensor=inputs, targets=targets)
         with torch.no_grad():
             scores = target(embed(cam.outputs, None)).detach()

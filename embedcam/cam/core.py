@@ -201,7 +201,7 @@ class EmbeddingCAM:
                     self.model, self.layer, images, target, self.method, self.embedding_fn
                 )
             empty = raw.clamp_min(0).flatten(1).amax(dim=1) <= 0
-            maps = normalize_maps(up).masked_fill(empty[:, None, None], 0.0)
+            maps = normalize_maps(up, zero=empty)
         return CamResult(
             maps=maps,
             raw=raw,

@@ -31,7 +31,7 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def normalize_maps(maps: Tensor, rel_eps: float = REL_EPS) -> Tensor:
+def normalize_maps(maps: Tensor, rel_eps: float = REL_EPS, zero: Tensor | None = None) -> Tensor:
     """Per-image min-max scaling of non-negative maps to ``[0, 1]`` with a relative epsilon.
 
     A map whose range is at most ``rel_eps`` times its maximum is constant: it becomes all ones
@@ -40,17 +40,22 @@ def normalize_maps(maps: Tensor, rel_eps: float = REL_EPS) -> Tensor:
     Args:
         maps: ``(B, H, W)`` non-negative maps.
         rel_eps: relative tolerance for a constant map.
+        zero: optional ``(B,)`` bool; those maps are returned as zeros.
 
     Returns:
         ``(B, H, W)`` maps in ``[0, 1]``.
     """
-    flat = maps.flatten(1)
-    lo = flat.amin(dim=1)[:, None, None]
-    hi = flat.amax(dim=1)[:, None, None]
+    lo, hi = torch.aminmax(maps.flatten(1), dim=1)
     rng = hi - lo
     varying = rng > rel_eps * hi
-    scaled = (maps - lo) / torch.where(varying, rng, torch.ones_like(rng))
-    return torch.where(varying, scaled, (hi > 0).to(maps.dtype).expand_as(maps))
+    # One fused pass, out = maps * a + b per image: (m - lo) / rng for a varying map, the
+    # constant 1 (positive) or 0 (zero) otherwise.
+    a = torch.where(varying, 1.0 / torch.where(varying, rng, torch.ones_like(rng)), 0.0)
+    b = torch.where(varying, -lo * a, (hi > 0).to(maps.dtype))
+    if zero is not None:
+        a = a.masked_fill(zero, 0.0)
+        b = b.masked_fill(zero, 0.0)
+    return torch.addcmul(b[:, None, None], maps, a[:, None, None]).clamp_(0.0, 1.0)
 
 
 def finish_maps(raw: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -66,9 +71,7 @@ def finish_maps(raw: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """
     pos = raw.float().clamp_min(0)
     empty = pos.flatten(1).amax(dim=1) <= 0
-    maps = normalize_maps(upsample(pos, size))
-    maps = maps.masked_fill(empty[:, None, None], 0.0)
-    return maps, empty
+    return normalize_maps(upsample(pos, size), zero=empty), empty
 
 
 @dataclass(frozen=True)
