@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_datasets import write_export
 from torch.utils.data import DataLoader
 
 from embedcam import boxes_to_masks
+from embedcam.boxes import box_area
 from embedcam.datasets import (
     Compose,
     ImageDataset,
@@ -167,3 +170,28 @@ def test_corrupt_image_at_load_time_names_the_file(coco_index, tmp_path: Path) -
     index.samples[0].path.write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"a1_jpg\.rf\.0a1b2c\.jpg' is corrupt"):
         ImageDataset(index)[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x0=st.integers(0, 18),
+    y0=st.integers(0, 10),
+    w=st.integers(1, 20),
+    h=st.integers(1, 12),
+    seed=st.integers(0, 10_000),
+)
+def test_crop_and_flip_move_boxes_like_the_pixels(
+    x0: int, y0: int, w: int, h: int, seed: int
+) -> None:
+    # the mask carried through the transforms equals the rasterised transformed box
+    size = (12, 20)
+    box = torch.tensor([[x0, y0, min(x0 + w, 20), min(y0 + h, 12)]], dtype=torch.float32)
+    region = boxes_to_masks([box], size=size)[0]
+    image = torch.rand(3, *size, generator=torch.Generator().manual_seed(seed))
+    aug = Compose([RandomCrop((0.2, 1.0)), RandomHorizontalFlip(0.5)])
+    out, moved, mask = aug(image, box, region, torch.Generator().manual_seed(seed))
+    assert mask is not None and mask.shape == out.shape[-2:]
+    if float(box_area(moved).sum()) > 0:
+        assert torch.equal(boxes_to_masks([moved], size=tuple(out.shape[-2:]))[0], mask)
+    else:
+        assert not bool(mask.any())
