@@ -230,6 +230,20 @@ def test_preview_has_boxes(tmp_path: Path) -> None:
     assert green.sum() >= 4 * 4 * 4  # four box outlines
 
 
+def test_intervention_grid(tmp_path: Path) -> None:
+    from embedcam.datasets.preview import intervention_grid
+
+    index = generate_shelf(tmp_path / "shelf", SMALL)
+    grid = intervention_grid(index, n=2, tile=32)
+    assert grid.shape == (2 * 34 + 2, 5 * 34 + 2, 3)
+    first = next(s for s in index.split("train").samples if s.label == 0)  # row 0: class 0
+    first_mask = first.load_mask().numpy()
+    only_fg = grid[2 : 2 + 32, 2 + 2 * 34 : 2 + 2 * 34 + 32]
+    assert (only_fg[~first_mask] == 0).all() and only_fg[first_mask].any()
+    with pytest.raises(DataError, match="need 5 classes with two masked samples .* found 4"):
+        intervention_grid(index, n=5)
+
+
 def test_doctests_of_synthetic() -> None:
     import embedcam.datasets.synthetic as mod
 

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from embedcam.datasets.index import SPLITS, DatasetIndex, Sample, SkippedFile
-from embedcam.datasets.preview import preview_grid, save_preview
+from embedcam.datasets.preview import intervention_grid, preview_grid, save_preview
 from embedcam.datasets.roboflow import FORMATS, detect_format, load_roboflow, read_extra_labels
 from embedcam.datasets.synthetic import (
     GLYPHS,
@@ -57,5 +57,6 @@ __all__ = [
     "GLYPHS",
     "generate_shelf",
     "preview_grid",
+    "intervention_grid",
     "save_preview",
 ]

@@ -1,7 +1,8 @@
 """A preview grid of dataset samples with their boxes, for a person to look at.
 
-Run ``python -m embedcam.datasets.preview OUT.png`` to generate a small synthetic shelf export in
-a temporary folder and write its preview (this is how the figure in the docs is made).
+Run ``python -m embedcam.datasets OUT.png [INTERVENTIONS.png]`` to generate a small
+synthetic shelf export in a temporary folder and write its preview, and optionally a grid of
+background interventions (this is how the figures in the docs are made).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from embedcam.datasets._io import atomic_write_bytes, encode_image, read_mask, r
 from embedcam.datasets.index import DatasetIndex
 from embedcam.errors import ConfigurationError, DataError
 
-__all__ = ["preview_grid", "save_preview"]
+__all__ = ["preview_grid", "save_preview", "intervention_grid"]
 
 _BOX_RGB = (0, 230, 0)
 _MASK_RGB = (255, 0, 255)
@@ -114,6 +115,61 @@ def preview_grid(
     return grid
 
 
+def intervention_grid(
+    index: DatasetIndex, n: int = 4, *, tile: int = 96, split: str = "train", seed: int = 0
+) -> np.ndarray:
+    """Draw rows of (original, Only-BG-B, Only-FG, Mixed-Same, Mixed-Rand) for masked samples.
+
+    Uses :mod:`embedcam.interventions` with the samples' exact masks (synthetic exports).
+
+    Args:
+        index: A dataset index whose samples have masks, at least two per class in ``split``.
+        n: Number of rows (one class each).
+        tile: Tile side in pixels.
+        split: Which split to draw from.
+        seed: Seed of the donor choice.
+
+    Returns:
+        uint8 ``(n * (tile + 2) + 2, 5 * (tile + 2) + 2, 3)`` RGB image.
+
+    Raises:
+        DataError: If the split has fewer than ``n`` classes with two masked samples each.
+    """
+    from embedcam import interventions as iv
+    from embedcam.datasets.torch_dataset import ImageDataset, collate_boxes
+
+    part = index.split(split)
+    by_class: dict[int, list[int]] = {}
+    for i, s in enumerate(part.samples):
+        if s.mask_path is not None:
+            by_class.setdefault(s.label, []).append(i)
+    pairs = [v[:2] for _, v in sorted(by_class.items()) if len(v) >= 2][:n]
+    if len(pairs) < n:
+        raise DataError(
+            f"need {n} classes with two masked samples in split {split!r}, found {len(pairs)}"
+        )
+    # the second image of each class is only there as a Mixed-Same donor
+    order = [p[0] for p in pairs] + [p[1] for p in pairs]
+    sub = part.model_copy(update={"samples": [part.samples[i] for i in order]})
+    batch = collate_boxes(list(ImageDataset(sub, size=(tile, tile), with_masks=True)))
+    x, m, y = batch["image"], batch["mask"], batch["label"]
+    columns = [
+        x,
+        iv.only_bg(x, m),
+        iv.only_fg(x, m),
+        iv.mixed_same(x, m, y, generator=seed)[0],
+        iv.mixed_rand(x, m, y, generator=seed)[0],
+    ]
+    pad = 2
+    grid = np.full((n * (tile + pad) + pad, 5 * (tile + pad) + pad, 3), 255, np.uint8)
+    for r in range(n):
+        for c, col in enumerate(columns):
+            img = (col[r].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+            top, left = pad + r * (tile + pad), pad + c * (tile + pad)
+            grid[top : top + tile, left : left + tile] = img
+    return grid
+
+
 def save_preview(index: DatasetIndex, path: str | Path, **kwargs: object) -> Path:
     """Write :func:`preview_grid` as a PNG file (atomically).
 
@@ -133,8 +189,11 @@ def save_preview(index: DatasetIndex, path: str | Path, **kwargs: object) -> Pat
 def _main(argv: Sequence[str]) -> int:
     from embedcam.datasets.synthetic import ShelfConfig, generate_shelf
 
-    if len(argv) != 1:
-        print("usage: python -m embedcam.datasets.preview OUT.png", file=sys.stderr)
+    if len(argv) not in (1, 2):
+        print(
+            "usage: python -m embedcam.datasets OUT.png [INTERVENTIONS.png]",
+            file=sys.stderr,
+        )
         return 2
     cfg = ShelfConfig(
         image_size=128,
@@ -148,7 +207,11 @@ def _main(argv: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         index = generate_shelf(Path(tmp) / "shelf", cfg)
         out = save_preview(index, argv[0], n=16, cols=8, tile=96)
-    print(f"wrote {out}")
+        print(f"wrote {out}")
+        if len(argv) == 2:
+            grid = intervention_grid(index, n=4, tile=80)
+            atomic_write_bytes(Path(argv[1]), encode_image(grid, "png"))
+            print(f"wrote {argv[1]}")
     return 0
 
 
