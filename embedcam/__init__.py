@@ -28,6 +28,10 @@ from embedcam.scoring import judge_features
 # --- datasets and interventions ---
 from embedcam import datasets, interventions
 
+# isort: split
+# --- report ---
+from embedcam import report
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -55,4 +59,6 @@ __all__ = [
     # datasets and interventions
     "datasets",
     "interventions",
+    # report
+    "report",
 ]
