@@ -406,10 +406,14 @@ class Report:
                 mime = _image_mime(data, block.path)
                 payload = base64.b64encode(data).decode("ascii")
                 alt = esc(block.caption or block.path.stem)
-                cap = f"\n<figcaption>{_inline_html(block.caption)}</figcaption>"
+                cap = (
+                    f"\n<figcaption>{_inline_html(block.caption)}</figcaption>"
+                    if block.caption
+                    else ""
+                )
                 body.append(
                     f'<figure>\n<img alt="{alt}" src="data:{mime};base64,{payload}">'
-                    f"{cap if block.caption else ''}\n</figure>"
+                    f"{cap}\n</figure>"
                 )
             else:
                 body.append(f"<pre><code>{esc(block.text)}</code></pre>")

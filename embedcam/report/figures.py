@@ -257,7 +257,7 @@ def _draw_cell(
                     y1 - y0,
                     fill=False,
                     edgecolor=box_color,
-                    linewidth=max(0.8, font / 6),
+                    linewidth=max(1.5, font / 4),
                 )
             )
     ax.set_xlim(-0.5, w - 0.5)
