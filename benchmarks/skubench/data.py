@@ -1,0 +1,189 @@
+"""Data for the SKU benchmark: a Roboflow export or a generated synthetic shelf, held in memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+import embedcam as ec
+from embedcam.datasets import DatasetIndex, ImageDataset, ShelfConfig, collate_boxes
+from embedcam.errors import ConfigurationError, DataError
+
+from .config import SkuConfig
+
+
+@dataclass
+class Split:
+    """One split in memory.
+
+    Attributes:
+        images: ``(N, 3, S, S)`` float32 in ``[0, 1]``.
+        labels: ``(N,)`` int64.
+        boxes: One ``(K_i, 4)`` tensor per image, or ``None`` (classification export).
+        regions: ``(N, S, S)`` bool rasterised boxes (what the judge scores against), or ``None``.
+        masks: ``(N, S, S)`` bool exact object masks (synthetic), else the box regions, or None.
+        home: ``(N,)`` bool, image shows its class's home background (synthetic), or ``None``.
+        paths: Image file paths.
+    """
+
+    images: Tensor
+    labels: Tensor
+    boxes: list[Tensor] | None
+    regions: Tensor | None
+    masks: Tensor | None
+    home: Tensor | None
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def dataset(self) -> TensorDataset:
+        """A map-style dataset of ``(image, label)`` for training and embedding."""
+        return TensorDataset(self.images, self.labels)
+
+
+@dataclass
+class Data:
+    """Everything the benchmark reads: splits, classes, additional labels, provenance."""
+
+    classes: list[str]
+    extra_labels: dict[int, tuple[str, ...]] | None
+    extra_label_names: list[str]
+    splits: dict[str, Split]
+    control_train: Split | None
+    source: str
+    license: str | None
+    synthetic: bool
+
+    @property
+    def has_boxes(self) -> bool:
+        """Whether feature judging is possible (boxes exist)."""
+        return self.splits["test"].regions is not None
+
+
+def _load_split(index: DatasetIndex, split: str, size: int, synthetic: bool) -> Split:
+    has_boxes = index.has_boxes
+    dataset = ImageDataset(
+        index, size=size, split=split, with_boxes=has_boxes, with_masks=synthetic
+    )
+    if len(dataset) == 0:
+        raise DataError(f"the {split!r} split has no images; the benchmark needs train and test")
+    loader = DataLoader(dataset, batch_size=256, collate_fn=collate_boxes)
+    images, labels, boxes, masks = [], [], [], []
+    for batch in loader:
+        images.append(batch["image"])
+        labels.append(batch["label"])
+        if has_boxes:
+            boxes.extend(batch["boxes"])
+        if synthetic:
+            masks.append(batch["mask"])
+    samples = [s for s in index.samples if s.split == split]
+    regions = ec.boxes_to_masks(boxes, size=(size, size)) if has_boxes else None
+    home = torch.tensor([bool(s.extra.get("home", False)) for s in samples]) if synthetic else None
+    return Split(
+        images=torch.cat(images),
+        labels=torch.cat(labels).long(),
+        boxes=boxes if has_boxes else None,
+        regions=regions,
+        masks=torch.cat(masks) if synthetic else regions,
+        home=home,
+        paths=[str(s.path) for s in samples],
+    )
+
+
+def _extra_labels(index: DatasetIndex) -> tuple[dict[int, tuple[str, ...]] | None, list[str]]:
+    if not index.label_names:
+        return None, []
+    names = list(index.label_names)
+    table = {
+        i: tuple(index.class_labels[c][n] for n in names)
+        for i, c in enumerate(index.classes)
+        if c in index.class_labels
+    }
+    return table, names
+
+
+def _shelf_config(cfg: SkuConfig, train_shortcut: float) -> ShelfConfig:
+    d = cfg.data
+    return ShelfConfig(
+        image_size=d.image_size,
+        families=d.families,
+        siblings=d.siblings,
+        images_per_class={
+            "train": d.train_per_class,
+            "valid": d.valid_per_class,
+            "test": d.test_per_class,
+        },
+        shortcut={"train": train_shortcut, "valid": d.shortcut, "test": d.shortcut},
+        cue_contrast=d.cue_contrast,
+        cue_scale=d.cue_scale,
+        seed=d.seed,
+    )
+
+
+def load_data(cfg: SkuConfig, cache: Path) -> Data:
+    """Generate (or reuse) the synthetic shelf, or read the user's export; load it in memory.
+
+    On synthetic data a second export with the same classes and no background shortcut in its
+    training split feeds the control model.
+    """
+    size = cfg.data.image_size
+    if cfg.data.synthetic:
+        main_dir = cache / "data" / f"shelf-{cfg.data_key()}"
+        index = ec.datasets.generate_shelf(
+            main_dir, _shelf_config(cfg, cfg.data.shortcut), if_exists="reuse"
+        )
+        splits = {s: _load_split(index, s, size, True) for s in ("train", "valid", "test")}
+        control = None
+        if cfg.control:
+            # Neutral, not 0: with one home background per class, a shortcut of 0 would make
+            # the home background *anti*-correlated with the class; 1 / (number of backgrounds)
+            # makes background and class independent. Same seed: the same objects in the same
+            # places, only the backgrounds differ.
+            neutral = 1.0 / (cfg.data.families * cfg.data.siblings)
+            ctrl_index = ec.datasets.generate_shelf(
+                cache / "data" / f"shelf-{cfg.data_key(neutral)}-control",
+                _shelf_config(cfg, neutral),
+                if_exists="reuse",
+            )
+            if ctrl_index.classes != index.classes:
+                raise DataError("the control export has different classes; regenerate the cache")
+            control = _load_split(ctrl_index, "train", size, True)
+        extra, names = _extra_labels(index)
+        return Data(
+            classes=list(index.classes),
+            extra_labels=extra,
+            extra_label_names=names,
+            splits=splits,
+            control_train=control,
+            source="synthetic shelf (embedcam generator)",
+            license=index.metadata.get("license"),
+            synthetic=True,
+        )
+    index = ec.datasets.load_roboflow(cfg.data.path, extra_labels=cfg.data.extra_labels)
+    present = {s.split for s in index.samples}
+    missing = {"train", "test"} - present
+    if missing:
+        raise DataError(f"the export at {cfg.data.path} has no {sorted(missing)} split(s)")
+    names = [s for s in ("train", "valid", "test") if s in present]
+    splits = {s: _load_split(index, s, size, False) for s in names}
+    extra, label_names = _extra_labels(index)
+    if "flexible" in cfg.losses and extra is None:
+        raise ConfigurationError(
+            "the flexible-margin loss needs additional labels: pass --extra-labels FILE "
+            "(CSV/JSON keyed by class name) or set losses=[triplet,focal]"
+        )
+    return Data(
+        classes=list(index.classes),
+        extra_labels=extra,
+        extra_label_names=label_names,
+        splits=splits,
+        control_train=None,
+        source=str(cfg.data.path),
+        license=index.metadata.get("license"),
+        synthetic=False,
+    )

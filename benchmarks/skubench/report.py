@@ -1,0 +1,473 @@
+"""Presenting the SKU benchmark: rich tables, Table 1 as Markdown, figures, report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+import embedcam as ec
+from embedcam.report import GridCell, Report, image_grid, markdown_table
+
+from .config import SkuConfig
+from .data import Data
+from .evaluate import ModelEval, _layer
+
+PAPER_TABLE1 = [
+    ("triplet", "0.86", "118", "50 (27%)"),
+    ("focal", "0.87", "110", "63 (34%, computed: the paper gives the count)"),
+    ("flexible", "0.89", "98", "65 (35%)"),
+]
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def _num(x: float | None, fmt: str = ".3f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def scaled_down(cfg: SkuConfig, data: Data) -> list[str]:
+    """What this run changes relative to the paper's experiment."""
+    notes = []
+    if data.synthetic:
+        notes.append(
+            "data: the synthetic shelf generator (subtle sibling glyph, planted background "
+            "shortcut) instead of SKU CLASSIFICATION, which cannot be downloaded here"
+        )
+    if cfg.data.image_size != 128:
+        notes.append(f"input size {cfg.data.image_size} px instead of 128 px")
+    if cfg.train.width != 1.0:
+        notes.append(f"CNN width x{cfg.train.width} (filters 64..512 scaled) instead of x1")
+    notes.append(
+        f"{len(data.classes)} classes, {len(data.splits['train'])} training and "
+        f"{len(data.splits['test'])} test images; {cfg.train.epochs} epochs"
+    )
+    notes.append("feature judgement automated (embedcam.judge_features) instead of by eye")
+    return notes
+
+
+def table1_rows(seed_res: dict[str, Any]) -> list[list[str]]:
+    """Table 1 rows of one seed as strings."""
+    t = seed_res["table1"]
+    rows = []
+    for r in t["rows"]:
+        hc = (
+            f"{r['hard_correct']} ({_pct(r['hard_correct_pct'])}%) "
+            f"[{_pct(r['wilson_low'])}, {_pct(r['wilson_high'])}]"
+            if r.get("hard_correct") is not None
+            else "- (needs boxes)"
+        )
+        rows.append([r["model"], f"{r['macro_f1']:.3f}", str(r["errors"]), hc])
+    return rows
+
+
+TABLE1_HEADERS = [
+    "loss",
+    "macro F1",
+    "total errors",
+    "hard images with class and features correct [Wilson 95%]",
+]
+
+
+def table1_markdown(results: dict[str, Any]) -> str:
+    """Table 1 of every seed, the paired tests, and the paper's numbers, as Markdown."""
+    parts = []
+    for s in results["seeds"]:
+        t = s["table1"]
+        parts.append(
+            f"### Table 1, seed {s['seed']} ({t['n_hard']} hard images of {t['n_test']} test "
+            f"images; judge: {t['criterion']} on {t['recipe']} / {t['method']})\n"
+        )
+        parts.append(markdown_table(TABLE1_HEADERS, table1_rows(s)))
+        if s.get("paired") and s["paired"]["pairwise"]:
+            parts.append("\nPaired comparisons on the hard images (exact McNemar, Holm):\n")
+            parts.append(markdown_table(*pairwise_table(s)))
+    parts.append("\n### The paper's Table 1 (185 hard images, judged by eye)\n")
+    parts.append(markdown_table(TABLE1_HEADERS, [list(r) for r in PAPER_TABLE1]))
+    return "\n".join(parts) + "\n"
+
+
+def pairwise_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the pairwise McNemar / Newcombe table."""
+    headers = ["pair", "only A", "only B", "p", "p (Holm)", "diff A-B [Newcombe 95%]"]
+    rows = []
+    for r in seed_res["paired"]["pairwise"]:
+        rows.append(
+            [
+                f"{r['a']} vs {r['b']}",
+                str(r["only_a"]),
+                str(r["only_b"]),
+                _num(r["p_value"]),
+                _num(r["p_holm"]),
+                f"{_num(r['diff'], '+.3f')} [{_num(r['newcombe_low'], '+.3f')}, "
+                f"{_num(r['newcombe_high'], '+.3f')}]",
+            ]
+        )
+    return headers, rows
+
+
+def separation_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the recipe-separation table (one row per recipe, method and model)."""
+    headers = [
+        "recipe",
+        "method",
+        "grid",
+        "model",
+        "E",
+        "E - control [95%]",
+        "Cohen d",
+        "control E",
+        "ceiling",
+        "chance",
+        "separates",
+    ]
+    rows = []
+    for s in seed_res.get("separation", []):
+        for i, r in enumerate(s["rows"]):
+            first = i == 0
+            rows.append(
+                [
+                    (s["recipe"] + (" (signed)" if s["signed"] else "")) if first else "",
+                    s["method"] if first else "",
+                    "x".join(map(str, s["grid"])) if first else "",
+                    r["model"],
+                    _num(r["mean"]),
+                    f"{_num(r['diff'], '+.3f')} "
+                    f"[{_num(r['low'], '+.3f')}, {_num(r['high'], '+.3f')}]",
+                    _num(r["cohen_d"], "+.2f"),
+                    _num(s["control_mean"]) if first else "",
+                    _num(s["ceiling_mean"]) if first else "",
+                    _num(s["chance_mean"]) if first else "",
+                    ("yes" if s["separates"] else "no") if first else "",
+                ]
+            )
+    return headers, rows
+
+
+def models_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Classification, convergence and background reliance per model."""
+    headers = [
+        "model",
+        "accuracy",
+        "valid acc",
+        "converged",
+        "Mixed-Same",
+        "Mixed-Rand",
+        "BG-gap",
+        "Only-BG",
+        "cos drop (Mixed-Rand)",
+        "train s",
+    ]
+    rows = []
+    for name, m in seed_res["models"].items():
+        iv = m.get("interventions", {})
+        rows.append(
+            [
+                name,
+                _num(m["accuracy"]),
+                _num(m["valid_accuracy"]),
+                "yes" if m["converged"] else "NO",
+                _num(iv.get("acc_mixed_same")),
+                _num(iv.get("acc_mixed_rand")),
+                _num(iv.get("bg_gap"), "+.3f"),
+                _num(iv.get("acc_only_bg")),
+                _num(iv.get("cos_drop_mixed_rand"), "+.3f"),
+                f"{m['train_seconds']:.0f}",
+            ]
+        )
+    return headers, rows
+
+
+def all_images_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Energy in box, pointing game, judge rate and empty maps on every test image."""
+    headers = ["recipe/method", "model", "energy in box", "pointing", "judge rate", "empty maps"]
+    rows = []
+    for key, per_model in seed_res.get("all_images", {}).items():
+        for name, v in per_model.items():
+            rows.append(
+                [
+                    key,
+                    name,
+                    _num(v["energy_in_box"]),
+                    _num(v["pointing_game"]),
+                    _num(v["judge_rate"]),
+                    _num(v["empty_rate"]),
+                ]
+            )
+    return headers, rows
+
+
+def calibration_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The best setting of every judge criterion on the calibration split."""
+    headers = ["criterion", "threshold", "recipe/method", "kappa", "sensitivity", "specificity"]
+    cal = seed_res.get("calibration")
+    rows = []
+    if cal:
+        for c in cal["best_per_criterion"]:
+            rows.append(
+                [
+                    c["criterion"],
+                    str(c["threshold"]),
+                    f"{c['recipe']}/{c['method']}",
+                    _num(c["kappa"]),
+                    _num(c["sensitivity"]),
+                    _num(c["specificity"]),
+                ]
+            )
+    return headers, rows
+
+
+def _rich(title: str, headers: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title, show_lines=False)
+    for h in headers:
+        table.add_column(h, overflow="fold")
+    for r in rows:
+        table.add_row(*r)
+    return table
+
+
+def print_report(results: dict[str, Any], console: Console) -> None:
+    """Print every table of the run."""
+    for s in results["seeds"]:
+        t = s["table1"]
+        console.print(
+            _rich(
+                f"Table 1, seed {s['seed']}: {t['n_hard']} hard images of {t['n_test']}",
+                TABLE1_HEADERS,
+                table1_rows(s),
+            )
+        )
+        if s.get("paired") and s["paired"]["pairwise"]:
+            console.print(_rich("Paired tests on the hard images", *pairwise_table(s)))
+        console.print(_rich("Models: accuracy and background reliance", *models_table(s)))
+        check = s.get("shortcut_check")
+        if check:
+            style = "green" if check["ok"] else "bold red"
+            msg = (
+                "shortcut took hold, control clean, all converged"
+                if check["ok"]
+                else ("WARNING: " + "; ".join(check["problems"]))
+            )
+            console.print(f"[{style}]{msg}[/]")
+        if s.get("separation"):
+            console.print(
+                _rich(
+                    "Which recipe separates the shortcut models from the control (home-background "
+                    "test images)",
+                    *separation_table(s),
+                )
+            )
+        if s.get("calibration"):
+            cal = s["calibration"]
+            console.print(
+                _rich(
+                    f"Judge calibration on the calibration split (truth: {cal['ground_truth']})",
+                    *calibration_table(s),
+                )
+            )
+            ch = cal["chosen"]
+            console.print(
+                f"chosen judge: {ch['criterion']} >= {ch['threshold']} on {ch['recipe']}/"
+                f"{ch['method']}: kappa {_num(ch['kappa'])} (calibration), "
+                f"{_num(ch['test_kappa'])} (test)"
+            )
+    if len(results["seeds"]) > 1:
+        console.print(_rich("Across seeds (mean +- sd [min, max])", *summary_table(results)))
+    console.print(f"wall time: {results['timings']['total_s']:.0f} s")
+
+
+SUMMARY_KEYS = ("macro_f1", "errors", "hard_correct_pct", "bg_gap", "shift_drop", "diff", "kappa")
+
+
+def summary_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Key numbers across seeds."""
+    rows = []
+    for key, v in results["summary"].items():
+        if key.rsplit(".", 1)[-1] in SUMMARY_KEYS and "candidates" not in key:
+            rows.append(
+                [
+                    key,
+                    f"{v['mean']:.3f} +- {v['sd']:.3f}",
+                    f"[{v['min']:.3f}, {v['max']:.3f}]",
+                ]
+            )
+    return ["number", "mean +- sd", "range"], rows
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _explain(
+    ev: ModelEval, images: torch.Tensor, labels: torch.Tensor, cfg: SkuConfig
+) -> torch.Tensor:
+    """Maps of the paper recipe (first recipe, first method) for a few images."""
+    recipe = cfg.recipes[0]
+    cam = ec.EmbeddingCAM(ev.model, _layer(ev.model, recipe), method=cfg.methods[0])
+    target = (
+        ec.CentroidTarget(ev.centroids, labels)
+        if recipe.target == "centroid"
+        else ec.ContrastiveTarget(ev.centroids, labels)
+    )
+    res = cam(images, target)
+    return res.signed_maps().clamp_min(0) if recipe.signed else res.maps
+
+
+def case_rows(
+    evals: list[ModelEval], data: Data, cfg: SkuConfig, indices: list[int]
+) -> list[list[GridCell | None]]:
+    """One row per image: the original with its box, then each model's darkened image."""
+    test = data.splits["test"]
+    key = (cfg.recipes[0].name, cfg.methods[0])
+    idx = torch.tensor(indices, dtype=torch.long)
+    images, labels = test.images[idx], test.labels[idx]
+    rows: list[list[GridCell | None]] = [
+        [
+            GridCell(
+                image=images[i],
+                title=data.classes[int(labels[i])][:18],
+                boxes=test.boxes[int(idx[i])] if test.boxes is not None else None,
+            )
+        ]
+        for i in range(len(indices))
+    ]
+    for ev in evals:
+        maps = _explain(ev, images, labels, cfg)
+        dark = ec.darken(images, maps, factor=cfg.darken_factor)
+        pred = ev.splits["test"].pred[idx]
+        feat = ev.splits["test"].cams[key].verdict[idx]
+        for i in range(len(indices)):
+            c_ok, f_ok = bool(pred[i] == labels[i]), bool(feat[i])
+            border = "green" if c_ok and f_ok else ("red" if not (c_ok or f_ok) else "orange")
+            rows[i].append(
+                GridCell(
+                    image=dark[i],
+                    title=ev.name,
+                    subtitle=f"class {'ok' if c_ok else 'x'} | features {'ok' if f_ok else 'x'}",
+                    border=border,
+                )
+            )
+    return rows
+
+
+def pick_cases(seed_res: dict[str, Any], cfg: SkuConfig, per_kind: int) -> dict[str, list[int]]:
+    """Instructive hard images: all loss models correct, only one correct, all wrong."""
+    per = seed_res["per_image"]
+    labels = per["labels"]
+    names = [n for n in cfg.losses if n in per["models"]]
+    kinds: dict[str, list[int]] = {"all correct": [], "only one correct": [], "all wrong": []}
+    for i in seed_res["hard_images"]:
+        ok = [
+            per["models"][n]["pred"][i] == labels[i]
+            and bool(per["models"][n].get("features_correct", [False] * len(labels))[i])
+            for n in names
+        ]
+        kind = (
+            "all correct"
+            if all(ok)
+            else "only one correct"
+            if sum(ok) == 1
+            else "all wrong"
+            if not any(ok)
+            else None
+        )
+        if kind and len(kinds[kind]) < per_kind:
+            kinds[kind].append(i)
+    return kinds
+
+
+def make_figures(
+    evals: list[ModelEval], data: Data, cfg: SkuConfig, seed_res: dict[str, Any], out: Path
+) -> list[tuple[Path, str]]:
+    """Figures 1-4 of the paper for chosen hard images, and a gallery of instructive cases."""
+    figs: list[tuple[Path, str]] = []
+    if not data.has_boxes or cfg.figures == 0 or not seed_res["hard_images"]:
+        return figs
+    cols = ["image"] + [ev.name for ev in evals]
+    chosen = seed_res["hard_images"][: cfg.figures]
+    path = image_grid(
+        case_rows(evals, data, cfg, chosen),
+        out / "figures" / "hard_images.png",
+        col_titles=cols,
+        title="Hard images: each model's darkened image (green: class and features correct, "
+        "orange: one of them, red: neither)",
+    )
+    figs.append(
+        (
+            path,
+            "Hard images, as in the paper's Figures 1-4: the original with its box, "
+            "then each model's image darkened where the map shows no evidence.",
+        )
+    )
+    kinds = pick_cases(seed_res, cfg, per_kind=max(1, cfg.figures // 3))
+    for kind, idx in kinds.items():
+        if not idx:
+            continue
+        name = kind.replace(" ", "_")
+        path = image_grid(
+            case_rows(evals, data, cfg, idx),
+            out / "figures" / f"gallery_{name}.png",
+            col_titles=cols,
+            title=f"Hard images where {kind}",
+        )
+        figs.append((path, f"Gallery: hard images where {kind} (class and features)."))
+    return figs
+
+
+def write_reports(
+    results: dict[str, Any], figures: list[tuple[Path, str]], cfg: SkuConfig, data: Data, out: Path
+) -> None:
+    """table1.md and a self-contained report.html (tables and figures)."""
+    from .io import atomic_write_text
+
+    atomic_write_text(out / "table1.md", table1_markdown(results))
+    rep = Report("embedcam SKU benchmark: the paper's Table 1, judged automatically")
+    rep.add_paragraph(
+        f"Preset {cfg.preset}, seeds {cfg.seeds}, data: {data.source}. "
+        f"Wall time {results['timings']['total_s']:.0f} s."
+    )
+    rep.add_heading("Scaled down relative to the paper")
+    for note in results["scaled_down"]:
+        rep.add_paragraph("- " + note)
+    for s in results["seeds"]:
+        t = s["table1"]
+        rep.add_heading(f"Table 1, seed {s['seed']}")
+        rep.add_table(
+            TABLE1_HEADERS,
+            table1_rows(s),
+            caption=f"{t['n_hard']} hard images of {t['n_test']}; judge {t['criterion']} on "
+            f"{t['recipe']}/{t['method']}",
+        )
+        if s.get("paired") and s["paired"]["pairwise"]:
+            rep.add_table(*pairwise_table(s), caption="Exact McNemar with Holm correction")
+        rep.add_heading("Accuracy and background reliance", level=3)
+        rep.add_table(*models_table(s))
+        if s.get("shortcut_check"):
+            chk = s["shortcut_check"]
+            rep.add_paragraph(
+                "Shortcut check: "
+                + ("passed" if chk["ok"] else "FAILED: " + "; ".join(chk["problems"]))
+            )
+        if s.get("separation"):
+            rep.add_heading("Which recipe separates background-reliant models", level=3)
+            rep.add_table(*separation_table(s))
+        if s.get("all_images"):
+            rep.add_heading("Every test image", level=3)
+            rep.add_table(*all_images_table(s))
+        if s.get("calibration"):
+            rep.add_heading("Judge calibration", level=3)
+            rep.add_table(*calibration_table(s))
+    if len(results["seeds"]) > 1:
+        rep.add_heading("Across seeds")
+        rep.add_table(*summary_table(results))
+    rep.add_heading("The paper's Table 1")
+    rep.add_table(TABLE1_HEADERS, [list(r) for r in PAPER_TABLE1])
+    rep.add_heading("Figures")
+    for path, caption in figures:
+        rep.add_figure(path, caption=caption)
+    rep.write_markdown(out / "report.md")
+    rep.write_html(out / "report.html")

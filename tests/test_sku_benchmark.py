@@ -1,0 +1,214 @@
+"""End-to-end smoke run of benchmarks/sku.py and the internal consistency of its results."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SKU = ROOT / "benchmarks" / "sku.py"
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from skubench.config import build_config  # noqa: E402
+
+import embedcam as ec  # noqa: E402
+
+
+def run_sku(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SKU), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"},
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    base = tmp_path_factory.mktemp("sku")
+    proc = run_sku("--preset", "smoke", "--out", str(base / "out"), "--cache", str(base / "cache"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return base, proc, json.loads((base / "out" / "results.json").read_text())
+
+
+def test_outputs_exist_and_report_is_self_contained(smoke):
+    base, proc, res = smoke
+    out = base / "out"
+    for name in ("results.json", "table1.md", "report.html", "report.md"):
+        assert (out / name).is_file(), name
+    assert res["figures"] and all((out / f).is_file() for f in res["figures"])
+    html = (out / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html
+    assert html.count("data:image/png;base64,") == len(res["figures"])
+    assert "Table 1" in proc.stdout and "hard images" in proc.stdout
+    assert not list(out.glob(".*"))  # no temp files left by the atomic writes
+
+
+def test_counts_add_up(smoke):
+    _, _, res = smoke
+    (seed,) = res["seeds"]
+    per = seed["per_image"]
+    labels = per["labels"]
+    losses = res["config"]["losses"]
+    wrong = {m: [p != y for p, y in zip(v["pred"], labels)] for m, v in per["models"].items()}
+    # Hard images are exactly the test images with at least one loss model wrong.
+    hard = [i for i in range(len(labels)) if any(wrong[m][i] for m in losses)]
+    assert seed["hard_images"] == hard
+    t1 = seed["table1"]
+    assert t1["n_hard"] == len(hard) and t1["n_test"] == len(labels) == res["data"]["sizes"]["test"]
+    assert [r["model"] for r in t1["rows"]] == losses + ["control"]
+    for row in t1["rows"]:
+        m = row["model"]
+        assert row["errors"] == sum(wrong[m]) == seed["models"][m]["errors"]
+        feats = per["models"][m]["features_correct"]
+        both = sum(1 for i in hard if not wrong[m][i] and feats[i])
+        assert row["hard_correct"] == both
+        assert row["class_correct_hard"] == sum(1 for i in hard if not wrong[m][i])
+        assert row["features_correct_hard"] == sum(1 for i in hard if feats[i])
+        assert math.isclose(row["hard_correct_pct"], 100 * both / len(hard))
+        ci = ec.stats.wilson_interval(both, len(hard))
+        assert math.isclose(row["wilson_low"], 100 * ci.low, abs_tol=1e-9)
+        assert row["wilson_low"] <= row["hard_correct_pct"] <= row["wilson_high"]
+        acc = 1 - sum(wrong[m]) / len(labels)
+        assert math.isclose(seed["models"][m]["accuracy"], acc, abs_tol=1e-6)
+        iv = seed["models"][m]["interventions"]
+        assert math.isclose(iv["bg_gap"], iv["acc_mixed_same"] - iv["acc_mixed_rand"], abs_tol=1e-9)
+    # Pairwise discordant counts come from the same per-image outcomes.
+    outcome = {
+        m: [not wrong[m][i] and per["models"][m]["features_correct"][i] for i in hard]
+        for m in losses
+    }
+    for pr in seed["paired"]["pairwise"]:
+        a, b = outcome[pr["a"]], outcome[pr["b"]]
+        assert pr["only_a"] == sum(x and not y for x, y in zip(a, b))
+        assert pr["only_b"] == sum(y and not x for x, y in zip(a, b))
+        assert pr["p_holm"] >= pr["p_value"]
+    table_md = (smoke[0] / "out" / "table1.md").read_text()
+    for row in t1["rows"]:
+        assert f"| {row['model']} | {row['macro_f1']:.3f} | {row['errors']} |" in table_md
+
+
+def test_beyond_the_paper_sections(smoke):
+    _, _, res = smoke
+    seed = res["seeds"][0]
+    recipes = {r["name"] for r in res["config"]["recipes"]}
+    assert {s["recipe"] for s in seed["separation"]} == recipes
+    for s in seed["separation"]:
+        assert 0 <= s["chance_mean"] <= s["ceiling_mean"] <= 1
+        for r in s["rows"]:
+            assert r["low"] <= r["diff"] <= r["high"]
+    cal = seed["calibration"]
+    assert {c["criterion"] for c in cal["best_per_criterion"]} == set(ec.scoring.CRITERIA)
+    best = max(c["kappa"] for c in cal["candidates"] if c["kappa"] is not None)
+    assert cal["chosen"]["kappa"] == best
+    assert set(seed["shortcut_check"]) >= {"took_hold", "control_clean", "shift_drop"}
+
+
+def test_rerun_reuses_cache_and_gives_identical_numbers(smoke, tmp_path):
+    base, _, first = smoke
+    # Remove one model's checkpoint: the re-run retrains it (same seed) and reuses the rest.
+    key_dirs = list((base / "cache" / "checkpoints").iterdir())
+    shutil.rmtree(key_dirs[0] / "focal-seed0")
+    proc = run_sku(
+        "--preset", "smoke", "--out", str(tmp_path / "again"), "--cache", str(base / "cache")
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+
+    def numbers(res: dict) -> tuple:
+        # Wall times differ between runs; every other number must be identical.
+        seeds = json.loads(json.dumps(res["seeds"]))
+        for s in seeds:
+            for m in s["models"].values():
+                m.pop("train_seconds")
+        summary = {k: v for k, v in res["summary"].items() if "train_seconds" not in k}
+        return seeds, summary
+
+    assert numbers(again) == numbers(first)
+
+
+def test_classification_export_runs_the_classification_part(smoke, tmp_path):
+    base, _, _ = smoke
+    shelf = next((base / "cache" / "data").glob("shelf-*[!l]"))  # the main export, not -control
+    folder = tmp_path / "folder"
+    coco = json.loads((shelf / "train" / "_annotations.coco.json").read_text())
+    for split in ("train", "test"):
+        coco = json.loads((shelf / split / "_annotations.coco.json").read_text())
+        cats = {c["id"]: c["name"] for c in coco["categories"]}
+        owner = {a["image_id"]: cats[a["category_id"]] for a in coco["annotations"]}
+        for img in coco["images"]:
+            dst = folder / split / owner[img["id"]] / img["file_name"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shelf / split / img["file_name"], dst)
+    proc = run_sku(
+        "--preset",
+        "smoke",
+        "--data",
+        str(folder),
+        "--out",
+        str(tmp_path / "cls"),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--set",
+        "losses=[triplet,focal]",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "has no boxes" in proc.stdout
+    res = json.loads((tmp_path / "cls" / "results.json").read_text())
+    rows = res["seeds"][0]["table1"]["rows"]
+    assert [r["model"] for r in rows] == ["triplet", "focal"]
+    assert all("hard_correct" not in r for r in rows)
+
+
+def test_flexible_loss_on_a_classification_export_needs_extra_labels(tmp_path):
+    folder = tmp_path / "folder"
+    for split in ("train", "test"):
+        (folder / split / "a").mkdir(parents=True)
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (folder / split / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8)).save(folder / split / cls / "x.png")
+    proc = run_sku(
+        "--preset",
+        "smoke",
+        "--data",
+        str(folder),
+        "--out",
+        str(tmp_path / "o"),
+        "--cache",
+        str(tmp_path / "c"),
+    )
+    assert proc.returncode == 2
+    assert "--extra-labels" in proc.stdout
+
+
+def test_config_overrides_and_errors(tmp_path):
+    cfg = build_config("quick", overrides=["train.epochs=3", "seeds=[0, 1]"])
+    assert cfg.train.epochs == 3 and cfg.seeds == [0, 1]
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  width: 0.5\nknn_k: 3\n")
+    cfg = build_config("smoke", file=f)
+    assert cfg.train.width == 0.5 and cfg.knn_k == 3 and cfg.data.image_size == 32
+    with pytest.raises(ec.errors.ConfigurationError, match="train.epochs"):
+        build_config("quick", overrides=["train.epochs=many"])
+    with pytest.raises(ec.errors.ConfigurationError, match="unknown preset"):
+        build_config("huge")
+    with pytest.raises(ec.errors.ConfigurationError, match="key.sub=value"):
+        build_config("quick", overrides=["epochs"])
+    assert build_config("validity").seeds == [0, 1, 2]
+
+
+def test_help():
+    proc = run_sku("--help")
+    assert proc.returncode == 0 and "--preset" in proc.stdout
