@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/explain_demo.py --out outputs/demo
+	$(PY) benchmarks/sku.py --preset quick --out outputs/sku
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

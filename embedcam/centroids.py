@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
+from embedcam._atomic import atomic_torch_save
 from embedcam._checks import as_label_tensor
 from embedcam.errors import ConfigurationError, DataError, EmbedcamValueError, ShapeError
 
@@ -64,21 +64,6 @@ def _split_batch(batch: Any) -> tuple[Tensor, Tensor]:
         f"loader batches must be (images, labels) tuples or dicts with 'image'/'label' keys, got "
         f"{type(batch).__name__}; wrap the dataset so it yields one of these"
     )
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass
@@ -365,7 +350,7 @@ class ClassCentroids:
             "dim": self.dim,
             "metadata": dict(self.metadata),
         }
-        _atomic_torch_save(payload, Path(path))
+        atomic_torch_save(payload, Path(path))
 
     @classmethod
     def load(

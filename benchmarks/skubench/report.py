@@ -346,7 +346,6 @@ def case_rows(
             rows[i].append(
                 GridCell(
                     image=dark[i],
-                    title=ev.name,
                     subtitle=f"class {'ok' if c_ok else 'x'} | features {'ok' if f_ok else 'x'}",
                     border=border,
                 )

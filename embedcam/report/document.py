@@ -36,8 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedcam._atomic import atomic_write_bytes
 from embedcam.errors import ConfigurationError, DataError, EmbedcamValueError, ShapeError
-from embedcam.report._io import atomic_write_bytes
 
 __all__ = ["markdown_table", "Report"]
 

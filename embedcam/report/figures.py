@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from embedcam._atomic import atomic_write_bytes
 from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
-from embedcam.report._io import atomic_write_bytes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
