@@ -33,13 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import find_objects
-from skimage.measure import label
 
 from embedcam.boxes import as_boxes, box_iou
 from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
 from embedcam.masks import (
+    _LABEL_CHUNK_PIXELS,
     RegionPolicy,
     _check_regions,
+    _label_batch,
     check_maps,
     evidence_region,
     largest_component_box,
@@ -71,7 +72,7 @@ Negatives = Literal["clamp", "abs"]
 Criterion = Literal["paper", "energy", "pointing", "region_iou", "wsol"]
 CRITERIA: tuple[str, ...] = ("paper", "energy", "pointing", "region_iou", "wsol")
 
-# Elements per chunk for the (chunk, H, W) temporaries of the tolerant pointing game.
+# Elements per chunk for the (chunk, offsets) temporaries of the tolerant pointing game.
 _CHUNK_ELEMENTS = 1 << 22
 
 
@@ -111,6 +112,14 @@ def _nan_like(n: int, device: torch.device) -> torch.Tensor:
     return torch.full((n,), float("nan"), dtype=torch.float32, device=device)
 
 
+def _count(mask: torch.Tensor) -> torch.Tensor:
+    """Row counts ``(B,)`` int64 of a ``(B, N)`` bool mask."""
+    if mask.device.type == "cpu":
+        # ~10x faster than torch's bool sum, which widens every element to int64 first
+        return torch.from_numpy(np.count_nonzero(mask.numpy(), axis=1).astype(np.int64))
+    return mask.sum(1)
+
+
 def area_fraction(maps: torch.Tensor | None, regions: torch.Tensor) -> torch.Tensor:
     """Area fraction ``A = |B| / (H W)`` of each region, the chance level of most scores.
 
@@ -136,7 +145,7 @@ def area_fraction(maps: torch.Tensor | None, regions: torch.Tensor) -> torch.Ten
         _check_pair(maps, regions)
     regions = _check_regions(regions)
     n = regions.shape[1] * regions.shape[2]
-    return regions.flatten(1).sum(1, dtype=torch.float64).div(max(n, 1)).to(torch.float32)
+    return _count(regions.flatten(1)).to(torch.float64).div(max(n, 1)).to(torch.float32)
 
 
 def no_evidence(maps: torch.Tensor, negatives: Negatives = "clamp") -> torch.Tensor:
@@ -191,11 +200,13 @@ def energy_in_box(
     return _energy(s, r)
 
 
-def _energy(s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    inside = torch.where(r, s, 0).sum(1).to(torch.float64)
+def _energy(s: torch.Tensor, r: torch.Tensor, n_b: torch.Tensor | None = None) -> torch.Tensor:
+    # s * r holds the same values as torch.where(r, s, 0) (s >= 0), so the sums are the same
+    inside = (s * r.to(s.dtype)).sum(1).to(torch.float64)
     total = s.sum(1).to(torch.float64)
     e = inside / total
-    e[(r.sum(1) == 0) | (total == 0)] = float("nan")
+    n_b = _count(r) if n_b is None else n_b
+    e[(n_b == 0) | (total == 0)] = float("nan")
     return e.to(torch.float32)
 
 
@@ -286,20 +297,26 @@ def _pointing(s3: torch.Tensor, regions: torch.Tensor, tolerance: float) -> torc
     if tolerance == 0:
         hit = r.gather(1, idx[:, None])[:, 0]
     else:
-        py, px = (idx // w).to(torch.float32), (idx % w).to(torch.float32)
-        ys = torch.arange(h, dtype=torch.float32, device=s.device)
-        xs = torch.arange(w, dtype=torch.float32, device=s.device)
+        # the pixel offsets (dy, dx) strictly closer than the tolerance, with the same float32
+        # arithmetic as a distance field; only the region under these offsets is read
+        dy = torch.arange(-(h - 1), h, dtype=torch.float32, device=s.device)
+        dx = torch.arange(-(w - 1), w, dtype=torch.float32, device=s.device)
+        near = (dy[:, None] ** 2 + dx[None, :] ** 2) < tolerance**2
+        oy, ox = (v.to(torch.int64) for v in torch.nonzero(near, as_tuple=True))
+        oy, ox = oy - (h - 1), ox - (w - 1)
+        py, px = idx // w, idx % w
         hit = torch.zeros(b, dtype=torch.bool, device=s.device)
-        step = max(1, _CHUNK_ELEMENTS // (h * w))
+        step = max(1, _CHUNK_ELEMENTS // max(1, oy.numel()))
         for lo in range(0, b, step):
             hi = min(b, lo + step)
-            dy2 = (ys[None, :] - py[lo:hi, None]) ** 2
-            dx2 = (xs[None, :] - px[lo:hi, None]) ** 2
-            near = (dy2[:, :, None] + dx2[:, None, :]) < tolerance**2
-            hit[lo:hi] = (near & regions[lo:hi]).flatten(1).any(1)
+            yy = py[lo:hi, None] + oy[None, :]
+            xx = px[lo:hi, None] + ox[None, :]
+            inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            lin = (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).clamp(0, h * w - 1)
+            hit[lo:hi] = (r[lo:hi].gather(1, lin) & inside).any(1)
     out = hit.to(torch.float32)
-    out[s.sum(1) == 0] = 0.0
-    out[r.sum(1) == 0] = float("nan")
+    out[s.amax(1) == 0] = 0.0
+    out[~r.any(1)] = float("nan")
     return out
 
 
@@ -338,27 +355,41 @@ def rank_accuracy(
     return _rank(s, r)
 
 
-def _rank(s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    n_b = r.sum(1)
+def _kth_largest(s: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The ``k[i]``-th largest value of each row of ``s (B, N)`` (any value where ``k[i] = 0``)."""
+    b, n = s.shape
+    if s.device.type != "cpu":
+        k_max = int(k.max())
+        # a partial top-k is several times cheaper than a full sort when the regions are small
+        if 0 < k_max <= n // 2:
+            desc = s.topk(k_max, dim=1).values
+        else:
+            desc = s.sort(dim=1, descending=True).values
+        return desc.gather(1, (k - 1).clamp(min=0)[:, None])[:, 0]
+    # introselect per row (numpy) is linear time; a batched top-k sorts k_max values per row
+    a = s.detach().numpy()
+    kth = np.zeros(b, dtype=a.dtype)
+    for i, ki in enumerate(k.tolist()):
+        if ki > 0:
+            kth[i] = np.partition(a[i], n - ki)[n - ki]
+    return torch.from_numpy(kth)
+
+
+def _rank(s: torch.Tensor, r: torch.Tensor, n_b: torch.Tensor | None = None) -> torch.Tensor:
     b, n = s.shape
     if b == 0 or n == 0:
         return _nan_like(b, s.device)
-    k_max = int(n_b.max())
-    # a partial top-k is several times cheaper than a full sort when the regions are small
-    if 0 < k_max <= n // 2:
-        desc = s.topk(k_max, dim=1).values
-    else:
-        desc = s.sort(dim=1, descending=True).values
-    kth = desc.gather(1, (n_b - 1).clamp(min=0)[:, None])
+    n_b = _count(r) if n_b is None else n_b
+    kth = _kth_largest(s, n_b)[:, None]
     greater = s > kth
     tied = s == kth
-    n_greater = greater.sum(1).to(torch.float64)
-    in_greater = (greater & r).sum(1).to(torch.float64)
-    n_tied = tied.sum(1).to(torch.float64)
-    in_tied = (tied & r).sum(1).to(torch.float64)
+    n_greater = _count(greater).to(torch.float64)
+    in_greater = _count(greater & r).to(torch.float64)
+    n_tied = _count(tied).to(torch.float64)
+    in_tied = _count(tied & r).to(torch.float64)
     k = n_b.to(torch.float64)
     acc = (in_greater + (k - n_greater) * in_tied / n_tied) / k
-    acc[(n_b == 0) | (s.sum(1) == 0)] = float("nan")
+    acc[(n_b == 0) | (s.amax(1) == 0)] = float("nan")
     return acc.to(torch.float32)
 
 
@@ -400,6 +431,62 @@ def _auc(s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     b, n = s.shape
     if b == 0 or n == 0:
         return _nan_like(b, s.device)
+    n_pos = _count(r).to(torch.float64)
+    n_neg = n - n_pos
+    if s.device.type == "cpu":
+        num = torch.from_numpy(_auc_pairs(s.detach().numpy(), r.numpy()))
+    else:
+        num = _auc_pairs_torch(s, r)
+    auc = num / (n_pos * n_neg)
+    auc[(n_pos == 0) | (n_neg == 0) | (s.amax(1) == 0)] = float("nan")
+    return auc.to(torch.float32)
+
+
+# Rows per chunk of the pixel-AUC sort: keeps the sort keys and temporaries in cache.
+_AUC_CHUNK_ELEMENTS = 1 << 20
+
+
+def _auc_pairs(s: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``#(pos > neg) + #(pos == neg) / 2`` over all (positive, negative) pixel pairs, per row.
+
+    One sort per row of an integer key ``2 * bits(s) + r``: non-negative floats order like their
+    bit patterns, and on equal values the negatives come first. A positive at sorted position
+    ``i`` then has ``i - (positives before it)`` negatives at or below its value, which summed
+    gives ``#(pos >= neg)``; the tied pairs ``#(pos == neg)`` come from each group of equal
+    values holding both labels. The result is the Mann-Whitney ``U`` with mid-ranks, computed
+    exactly in integers.
+    """
+    b, n = s.shape
+    ints, uints = (np.int32, np.uint32) if s.dtype == np.float32 else (np.int64, np.uint64)
+    out = np.zeros(b, dtype=np.float64)
+    positions = np.arange(n, dtype=np.float64)
+    step = max(1, _AUC_CHUNK_ELEMENTS // n)
+    for lo in range(0, b, step):
+        hi = min(b, lo + step)
+        # + 0.0 turns -0.0 (sign bit set) into +0.0, so bit order is value order
+        v = np.ascontiguousarray(s[lo:hi]) + s.dtype.type(0.0)
+        key = (v.view(ints).astype(uints) << uints(1)) | r[lo:hi].astype(uints)
+        key.sort(axis=1)
+        lab = (key & uints(1)).astype(np.float64)
+        n_pos = lab.sum(1)
+        ge = lab @ positions - n_pos * (n_pos - 1) / 2
+        # a group of equal values holding both labels has exactly one (negative, positive) step
+        step_at = (key[:, 1:] == key[:, :-1] + uints(1)) & ((key[:, 1:] & uints(1)) == 1)
+        rows, cols = np.nonzero(step_at)
+        eq = np.zeros(hi - lo, dtype=np.float64)
+        for row in np.unique(rows):
+            j = cols[rows == row] + 1
+            krow = key[row]
+            start = np.searchsorted(krow, krow[j - 1], side="left")
+            end = np.searchsorted(krow, krow[j], side="right")
+            eq[row] = float(((j - start) * (end - j)).sum())
+        out[lo:hi] = ge - eq / 2
+    return out
+
+
+def _auc_pairs_torch(s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Torch version of :func:`_auc_pairs` for accelerators: a sort with mid-ranks."""
+    b, n = s.shape
     vals, order = s.sort(dim=1)
     pos = r.gather(1, order)
     idx = torch.arange(n, device=s.device).expand(b, n)
@@ -411,11 +498,7 @@ def _auc(s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     last = torch.where(ends, idx, n - 1).flip(1).cummin(1).values.flip(1)
     midrank = (first + last).to(torch.float64) / 2 + 1
     n_pos = pos.sum(1).to(torch.float64)
-    n_neg = n - n_pos
-    rank_sum = (midrank * pos).sum(1)
-    auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    auc[(n_pos == 0) | (n_neg == 0) | (s.sum(1) == 0)] = float("nan")
-    return auc.to(torch.float32)
+    return (midrank * pos).sum(1) - n_pos * (n_pos + 1) / 2
 
 
 def _region_counts(
@@ -428,9 +511,15 @@ def _region_counts(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     maps, regions = _check_pair(maps, regions)
     evidence = evidence_region(_transform(maps, negatives), policy, theta=theta, percent=percent)
-    inter = (evidence & regions).flatten(1).sum(1).to(torch.float64)
-    n_r = evidence.flatten(1).sum(1).to(torch.float64)
-    n_b = regions.flatten(1).sum(1).to(torch.float64)
+    return _counts3(evidence.flatten(1), regions.flatten(1))
+
+
+def _counts3(
+    e: torch.Tensor, r: torch.Tensor, n_b: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    inter = _count(e & r).to(torch.float64)
+    n_r = _count(e).to(torch.float64)
+    n_b = (_count(r) if n_b is None else n_b).to(torch.float64)
     return inter, n_r, n_b
 
 
@@ -545,13 +634,33 @@ def region_recall(
     return out.to(torch.float32)
 
 
-def _component_boxes(region: np.ndarray) -> np.ndarray:
-    """Boxes (K, 4) xyxy around the 4-connected components of one region."""
-    lab = label(region, connectivity=1)
-    slices = [sl for sl in find_objects(lab) if sl is not None]
-    return np.array(
-        [[sx.start, sy.start, sx.stop, sy.stop] for sy, sx in slices], dtype=np.float64
-    ).reshape(-1, 4)
+def _component_boxes(regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes around the 4-connected components of a batch of regions ``(B, H, W)``.
+
+    Returns the image index ``(K,)`` and the box ``(K, 4)`` xyxy float64 of every component.
+    """
+    b, h, w = regions.shape
+    rows = regions.any(2)
+    cols = regions.any(1)
+    has = rows.any(1)
+    y0, y1 = rows.argmax(1), h - rows[:, ::-1].argmax(1)
+    x0, x1 = cols.argmax(1), w - cols[:, ::-1].argmax(1)
+    count = regions.reshape(b, -1).sum(1)
+    # a region that fills its bounding box (a rasterised box) is a single component
+    solid = has & (count == (y1 - y0) * (x1 - x0))
+    img = [np.flatnonzero(solid)]
+    boxes = [np.stack([x0, y0, x1, y1], 1)[solid].astype(np.float64)]
+    rest = np.flatnonzero(has & ~solid)
+    step = max(1, _LABEL_CHUNK_PIXELS // max(1, h * w))
+    for lo in range(0, rest.size, step):
+        sel = rest[lo : lo + step]
+        lab, _ = _label_batch(regions[sel], 1)
+        for sl in find_objects(lab):
+            if sl is not None:
+                sb, sy, sx = sl
+                img.append(np.array([sel[sb.start]]))
+                boxes.append(np.array([[sx.start, sy.start, sx.stop, sy.stop]], np.float64))
+    return np.concatenate(img), np.concatenate(boxes).reshape(-1, 4)
 
 
 def wsol_box_iou(
@@ -621,20 +730,25 @@ def _wsol(
     reg_np = regions.detach().cpu().numpy()
     has_b = reg_np.reshape(b, -1).any(1)
     out = torch.full((b,), float("nan"), dtype=torch.float64)
-    for i in range(b):
-        if not has_b[i]:
-            continue
-        if gt_boxes is not None:
+    if gt_boxes is not None:
+        for i in range(b):
+            if not has_b[i]:
+                continue
             gt = as_boxes(gt_boxes[i], name=f"gt_boxes[{i}]").to(torch.float64).cpu()
             gt = gt.reshape(-1, 4)
-        else:
-            gt = torch.from_numpy(_component_boxes(reg_np[i]))
-        if gt.shape[0] == 0:
-            continue
-        if torch.isnan(pred[i]).any():
-            out[i] = 0.0
-            continue
-        out[i] = box_iou(pred[i].expand_as(gt), gt).max()
+            if gt.shape[0] == 0:
+                continue
+            if torch.isnan(pred[i]).any():
+                out[i] = 0.0
+                continue
+            out[i] = box_iou(pred[i].expand_as(gt), gt).max()
+        return out.to(torch.float32).to(evidence.device)
+    img_np, gt_np = _component_boxes(reg_np)
+    img, gt = torch.from_numpy(img_np).to(torch.int64), torch.from_numpy(gt_np)
+    iou = box_iou(pred[img], gt)
+    # no evidence region: nothing localised, IoU 0 with every box
+    iou[torch.isnan(pred[img]).any(1)] = 0.0
+    out.scatter_reduce_(0, img, iou, reduce="amax", include_self=False)
     return out.to(torch.float32).to(evidence.device)
 
 
@@ -667,12 +781,15 @@ def positive_evidence_share(maps: torch.Tensor, regions: torch.Tensor) -> torch.
     return _positive_share(maps, regions)
 
 
-def _positive_share(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+def _positive_share(
+    maps: torch.Tensor, regions: torch.Tensor, n_b: torch.Tensor | None = None
+) -> torch.Tensor:
     pos = (maps > 0).flatten(1)
     r = regions.flatten(1)
-    n_pos = pos.sum(1).to(torch.float64)
-    out = (pos & r).sum(1).to(torch.float64) / n_pos
-    out[(n_pos == 0) | (r.sum(1) == 0)] = float("nan")
+    n_pos = _count(pos).to(torch.float64)
+    out = _count(pos & r).to(torch.float64) / n_pos
+    n_b = _count(r) if n_b is None else n_b
+    out[(n_pos == 0) | (n_b == 0)] = float("nan")
     return out.to(torch.float32)
 
 
@@ -832,17 +949,17 @@ def score_maps(
     maps, regions = _check_pair(maps, regions)
     s3 = _transform(maps, negatives)
     s, r = s3.flatten(1), regions.flatten(1)
+    # the pieces several scores share are computed once
+    count_b = _count(r)
     evidence = evidence_region(s3, policy, theta=theta, percent=percent)
-    inter = (evidence & regions).flatten(1).sum(1).to(torch.float64)
-    n_r = evidence.flatten(1).sum(1).to(torch.float64)
-    n_b = r.sum(1).to(torch.float64)
+    inter, n_r, n_b = _counts3(evidence.flatten(1), r, count_b)
     iou = inter / (n_r + n_b - inter)
     iou[n_b == 0] = float("nan")
     prec = inter / n_r
     prec[(n_b == 0) | (n_r == 0)] = float("nan")
     rec = inter / n_b
     rec[n_b == 0] = float("nan")
-    e = _energy(s, r)
+    e = _energy(s, r, count_b)
     a = area_fraction(None, regions)
     return MapScores(
         energy_in_box=e,
@@ -850,13 +967,13 @@ def score_maps(
         area_fraction=a,
         pointing_game=_pointing(s3, regions, 0.0),
         pointing_game_tolerant=_pointing(s3, regions, tolerance),
-        rank_accuracy=_rank(s, r),
+        rank_accuracy=_rank(s, r, count_b),
         pixel_auc=_auc(s, r) if auc else _nan_like(maps.shape[0], maps.device),
         region_iou=iou.to(torch.float32),
         region_precision=prec.to(torch.float32),
         region_recall=rec.to(torch.float32),
         wsol_box_iou=_wsol(evidence, regions, None),
-        positive_share=_positive_share(maps, regions),
+        positive_share=_positive_share(maps, regions, count_b),
         no_evidence=s.sum(1) == 0,
     )
 

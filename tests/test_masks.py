@@ -1,5 +1,6 @@
 import doctest
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,3 +113,45 @@ def test_bad_inputs():
         mk.positive_region(torch.zeros(2, 2))
     with pytest.raises(EmbedcamValueError, match="must be a bool tensor"):
         mk.largest_component(torch.zeros(1, 2, 2))
+
+
+def _ref_largest_box(regions: torch.Tensor, connectivity: int) -> torch.Tensor:
+    # the first implementation: scikit-image label per image
+    from skimage.measure import label
+
+    out = torch.full((regions.shape[0], 4), float("nan"))
+    for i, r in enumerate(regions.numpy()):
+        lab = label(r, connectivity=connectivity)
+        if lab.max() == 0:
+            continue
+        counts = np.bincount(lab.ravel())
+        counts[0] = 0
+        comp = lab == counts.argmax()
+        rows, cols = np.flatnonzero(comp.any(1)), np.flatnonzero(comp.any(0))
+        out[i] = torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=torch.float32)
+    return out
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+@pytest.mark.parametrize("chunk", [1 << 22, 40])
+def test_batched_labelling_equals_per_image_skimage(monkeypatch, connectivity, chunk):
+    # equal-sized components (ties) in a sparse random field, empty and full images; a tiny
+    # chunk forces several ndimage.label calls per batch
+    monkeypatch.setattr(mk, "_LABEL_CHUNK_PIXELS", chunk)
+    g = torch.Generator().manual_seed(connectivity)
+    regions = torch.rand(30, 7, 9, generator=g) < 0.35
+    regions[3] = False
+    regions[4] = True
+    regions[5] = False
+    regions[5, 0, 0] = regions[5, 0, 2] = regions[5, 6, 8] = True  # three single-pixel ties
+    got = mk.largest_component_box(regions, connectivity=connectivity)
+    ref = _ref_largest_box(regions, connectivity)
+    assert torch.equal(got.isnan(), ref.isnan())
+    assert torch.equal(got.nan_to_num(-1), ref.nan_to_num(-1))
+    assert got[5].tolist() == [0.0, 0.0, 1.0, 1.0]  # the first in raster order wins the tie
+    comp = mk.largest_component(regions, connectivity=connectivity)
+    assert (comp <= regions).all() and not comp[3].any() and comp[4].all()
+    # the kept component is one component with the same box
+    again = mk.largest_component_box(comp, connectivity=connectivity)
+    assert torch.equal(again.nan_to_num(-1), got.nan_to_num(-1))
+    assert torch.equal(mk.largest_component(comp, connectivity=connectivity), comp)

@@ -393,3 +393,143 @@ def test_benchmark_script_smoke(tmp_path):
         check=True,
     )
     assert "maps/s" in out.stdout
+
+
+# --- fast paths against the original straightforward implementations ------------------------
+# The references below are the first implementations of these scores (a full sort or top-k,
+# a per-image scikit-image labelling, a dense distance field), kept to pin the fast paths.
+
+
+def _ref_rank(s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    n_b = r.sum(1)
+    desc = s.sort(dim=1, descending=True).values
+    kth = desc.gather(1, (n_b - 1).clamp(min=0)[:, None])
+    greater, tied = s > kth, s == kth
+    n_greater = greater.sum(1).double()
+    in_greater = (greater & r).sum(1).double()
+    n_tied = tied.sum(1).double()
+    in_tied = (tied & r).sum(1).double()
+    k = n_b.double()
+    acc = (in_greater + (k - n_greater) * in_tied / n_tied) / k
+    acc[(n_b == 0) | (s.sum(1) == 0)] = nan
+    return acc.float()
+
+
+def _ref_auc(s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    b, n = s.shape
+    vals, order = s.sort(dim=1)
+    pos = r.gather(1, order)
+    idx = torch.arange(n).expand(b, n)
+    starts = torch.ones(b, n, dtype=torch.bool)
+    starts[:, 1:] = vals[:, 1:] != vals[:, :-1]
+    ends = torch.ones(b, n, dtype=torch.bool)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, idx, 0).cummax(1).values
+    last = torch.where(ends, idx, n - 1).flip(1).cummin(1).values.flip(1)
+    midrank = (first + last).double() / 2 + 1
+    n_pos = pos.sum(1).double()
+    n_neg = n - n_pos
+    auc = ((midrank * pos).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    auc[(n_pos == 0) | (n_neg == 0) | (s.sum(1) == 0)] = nan
+    return auc.float()
+
+
+def _ref_pointing(s3: torch.Tensor, regions: torch.Tensor, tolerance: float) -> torch.Tensor:
+    b, h, w = s3.shape
+    s, r = s3.flatten(1), regions.flatten(1)
+    idx = s.argmax(1)
+    py, px = (idx // w).float(), (idx % w).float()
+    dy2 = (torch.arange(h).float()[None, :] - py[:, None]) ** 2
+    dx2 = (torch.arange(w).float()[None, :] - px[:, None]) ** 2
+    near = (dy2[:, :, None] + dx2[:, None, :]) < tolerance**2
+    out = (near & regions).flatten(1).any(1).float()
+    out[s.sum(1) == 0] = 0.0
+    out[r.sum(1) == 0] = nan
+    return out
+
+
+def _ref_wsol(evidence: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    from scipy.ndimage import find_objects
+    from skimage.measure import label
+
+    from embedcam.boxes import box_iou
+
+    out = torch.full((evidence.shape[0],), nan, dtype=torch.float64)
+    for i, (e, reg) in enumerate(zip(evidence.numpy(), regions.numpy())):
+        if not reg.any():
+            continue
+        lab = label(reg, connectivity=1)
+        gt = torch.tensor(
+            [[sx.start, sy.start, sx.stop, sy.stop] for sy, sx in find_objects(lab)],
+            dtype=torch.float64,
+        )
+        lab = label(e, connectivity=2)
+        if lab.max() == 0:
+            out[i] = 0.0
+            continue
+        counts = np.bincount(lab.ravel())
+        counts[0] = 0
+        comp = lab == counts.argmax()
+        rows, cols = np.flatnonzero(comp.any(1)), np.flatnonzero(comp.any(0))
+        pred = torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=torch.float64)
+        out[i] = box_iou(pred.expand_as(gt), gt).max()
+    return out.float()
+
+
+def _tricky_batch(seed: int, b: int = 40, h: int = 13, w: int = 17, dtype=torch.float32):
+    """Maps with plateaus, exact ties, zero and negative areas; boxes and ragged masks."""
+    g = torch.Generator().manual_seed(seed)
+    maps = torch.randn(b, h, w, generator=g, dtype=dtype)
+    maps[: b // 4] = maps[: b // 4].mul(2).round() / 2  # a few distinct values: many ties
+    maps[b // 4 : b // 2] = maps[b // 4 : b // 2].clamp(min=0)  # zero plateaus
+    maps[-1] = 0.0  # no evidence
+    maps[-2] = 0.7  # uniform
+    maps[-3, 0, 0] = -0.0
+    regions = torch.rand(b, h, w, generator=g) < 0.3  # ragged masks, many components
+    for i in range(b // 2):
+        x0, y0 = (
+            int(torch.randint(0, w - 1, (1,), generator=g)),
+            int(torch.randint(0, h - 1, (1,), generator=g)),
+        )
+        regions[i] = False
+        regions[i, y0 : y0 + 1 + i % 6, x0 : x0 + 2 + i % 5] = True
+    regions[-4] = False  # empty region
+    regions[-5] = True  # whole image
+    return maps, regions
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(-7), b.nan_to_num(-7))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("negatives", ["clamp", "abs"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_paths_equal_reference(seed, negatives, dtype):
+    maps, regions = _tricky_batch(seed, dtype=dtype)
+    s3 = maps.clamp(min=0) if negatives == "clamp" else maps.abs()
+    s, r = s3.flatten(1), regions.flatten(1)
+    assert _same(sc.rank_accuracy(maps, regions, negatives=negatives), _ref_rank(s, r))
+    assert _same(sc.pixel_auc(maps, regions, negatives=negatives), _ref_auc(s, r))
+    for tol in (0.5, 1.0, 2.0, 3.3, 15.0, 100.0):
+        got = sc.pointing_game(maps, regions, tolerance=tol, negatives=negatives)
+        assert _same(got, _ref_pointing(s3, regions, tol)), tol
+    for theta in (0.15, 0.6):
+        evidence = ec.masks.relative_region(s3, theta)
+        got = sc.wsol_box_iou(maps, regions, theta=theta, negatives=negatives)
+        assert _same(got, _ref_wsol(evidence, regions)), theta
+    rec = sc.score_maps(maps, regions, negatives=negatives)
+    assert _same(rec.rank_accuracy, _ref_rank(s, r))
+    assert _same(rec.pixel_auc, _ref_auc(s, r))
+    inside = torch.where(r, s, 0).sum(1).double()
+    energy = inside / s.sum(1).double()
+    energy[(r.sum(1) == 0) | (s.sum(1) == 0)] = nan
+    assert _same(rec.energy_in_box, energy.float())
+
+
+def test_auc_torch_path_equals_numpy_path():
+    # the sort-with-mid-ranks path serves tensors on accelerators
+    maps, regions = _tricky_batch(3)
+    s, r = maps.clamp(min=0).flatten(1), regions.flatten(1)
+    fast = torch.from_numpy(sc._auc_pairs(s.numpy(), r.numpy()))
+    assert torch.equal(fast, sc._auc_pairs_torch(s, r))
