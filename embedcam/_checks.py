@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from embedcam.errors import EmbedcamValueError, ShapeError
+from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
 
 
 def as_label_tensor(labels: Tensor | Sequence[int], *, name: str = "labels") -> Tensor:
@@ -81,3 +82,29 @@ def check_rows(x: Tensor, *, name: str, what: str = "row") -> None:
         "undefined; remove them (a zero centroid belongs to a class without samples: fit with "
         "allow_empty=False to find it)"
     )
+
+
+def embed(output: Any, embedding_fn: Callable[[Any], Tensor] | None) -> Tensor:
+    """Pick the (B, D) embedding from a model output, with clear errors."""
+    if embedding_fn is not None:
+        output = embedding_fn(output)
+    if not isinstance(output, Tensor):
+        raise ConfigurationError(
+            f"the model returned {type(output).__name__}, not a tensor; pass embedding_fn= to "
+            "pick the (B, D) embedding from it (e.g. embedding_fn=lambda out: out['embedding'])"
+        )
+    if output.dim() != 2:
+        raise ShapeError(
+            f"the embedding must be (B, D), got shape {tuple(output.shape)}; pass an "
+            "embedding_fn that flattens or selects it"
+        )
+    return output
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the first parameter or buffer (CPU for a stateless model)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")

@@ -33,20 +33,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from embedcam._atomic import atomic_torch_save
-from embedcam._checks import as_label_tensor
+from embedcam._checks import as_label_tensor, embed, model_device
 from embedcam.errors import ConfigurationError, DataError, EmbedcamValueError, ShapeError
 
 __all__ = ["ClassCentroids"]
 
 _FORMAT = "embedcam.ClassCentroids/1"
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 def _split_batch(batch: Any) -> tuple[Tensor, Tensor]:
@@ -143,7 +135,7 @@ class ClassCentroids:
         dev = (
             torch.device(device)
             if device is not None
-            else (_model_device(model) if isinstance(model, nn.Module) else torch.device("cpu"))
+            else (model_device(model) if isinstance(model, nn.Module) else torch.device("cpu"))
         )
         sums: Tensor | None = None
         counts: Tensor | None = None
@@ -167,7 +159,7 @@ class ClassCentroids:
                 for step, batch in enumerate(loader):
                     images, labels = _split_batch(batch)
                     labels = as_label_tensor(labels).to(dev)
-                    emb = cls._embed(model, images.to(dev), embedding_fn)
+                    emb = embed(model(images.to(dev)), embedding_fn)
                     if emb.shape[0] != labels.shape[0]:
                         raise ShapeError(
                             f"batch {step}: {emb.shape[0]} embeddings but {labels.shape[0]} "
@@ -211,23 +203,6 @@ class ClassCentroids:
                 m.train(mode)
         sums, counts = cls._all_reduce(sums, counts, num_classes, dev)
         return cls._finish(sums, counts, normalize=normalize, allow_empty=allow_empty)
-
-    @staticmethod
-    def _embed(model: Callable[[Tensor], Any], images: Tensor, embedding_fn: Any) -> Tensor:
-        out = model(images)
-        if embedding_fn is not None:
-            out = embedding_fn(out)
-        if not isinstance(out, Tensor):
-            raise ConfigurationError(
-                f"the model returned {type(out).__name__}, not a tensor; pass embedding_fn= to "
-                "pick the (B, D) embedding from it (e.g. embedding_fn=lambda out: out[0])"
-            )
-        if out.dim() != 2:
-            raise ShapeError(
-                f"embeddings must be (B, D), got shape {tuple(out.shape)}; flatten them or pass "
-                "an embedding_fn that does"
-            )
-        return out
 
     @staticmethod
     def _all_reduce(

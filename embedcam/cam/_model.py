@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from embedcam.errors import ConfigurationError, ShapeError
+from embedcam._checks import embed, model_device  # noqa: F401 (used by the CAM modules)
+from embedcam.errors import ConfigurationError
 
 
 def resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[nn.Module, str]:
@@ -41,23 +41,6 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[nn.Module, 
     )
 
 
-def embed(output: Any, embedding_fn: Callable[[Any], Tensor] | None) -> Tensor:
-    """Pick the (B, D) embedding from a model output, with clear errors."""
-    if embedding_fn is not None:
-        output = embedding_fn(output)
-    if not isinstance(output, Tensor):
-        raise ConfigurationError(
-            f"the model returned {type(output).__name__}, not a tensor; pass embedding_fn= to "
-            "pick the (B, D) embedding from it (e.g. embedding_fn=lambda out: out['embedding'])"
-        )
-    if output.dim() != 2:
-        raise ShapeError(
-            f"the embedding must be (B, D), got shape {tuple(output.shape)}; pass an "
-            "embedding_fn that flattens or selects it"
-        )
-    return output
-
-
 class EmbeddingModel(nn.Module):
     """The model followed by ``embedding_fn``: a module whose output is the (B, D) embedding."""
 
@@ -68,15 +51,6 @@ class EmbeddingModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return embed(self.model(x), self.embedding_fn)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the first parameter or buffer (CPU for a stateless model)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 @contextmanager
