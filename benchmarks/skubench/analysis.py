@@ -414,7 +414,30 @@ def seed_result(evals: list[ModelEval], data: Data, cfg: SkuConfig, seed: int) -
         res["separation"] = separation(evals, data, cfg, seed)
         res["all_images"] = all_images(evals, cfg)
         res["calibration"] = calibration(evals, data, cfg)
+        if res["calibration"] is not None:
+            add_calibrated_column(res["table1"], evals, labels, hard, res["calibration"]["chosen"])
     return res
+
+
+def add_calibrated_column(
+    t1: dict[str, Any], evals: list[ModelEval], labels: Tensor, hard: Tensor, chosen: dict[str, Any]
+) -> None:
+    """Table 1's last column again, judged by the judge chosen on the calibration split."""
+    t1["calibrated_judge"] = {k: chosen[k] for k in ("recipe", "method", "criterion", "threshold")}
+    for row, ev in zip(t1["rows"], evals):
+        t = ev.splits["test"]
+        feat = verdict(
+            t.cams[chosen["recipe"], chosen["method"]], chosen["criterion"], chosen["threshold"]
+        )
+        both = ((t.pred == labels) & feat)[hard]
+        k, n = int(both.sum()), int(hard.numel())
+        ci = ec.stats.wilson_interval(k, n) if n else None
+        row.update(
+            hard_correct_calibrated=k,
+            hard_correct_calibrated_pct=100.0 * k / n if n else None,
+            calibrated_wilson_low=_f(100 * ci.low) if ci else None,
+            calibrated_wilson_high=_f(100 * ci.high) if ci else None,
+        )
 
 
 def _scalars(obj: Any, prefix: str = "") -> dict[str, float]:

@@ -62,7 +62,13 @@ def table1_rows(seed_res: dict[str, Any]) -> list[list[str]]:
             if r.get("hard_correct") is not None
             else "- (needs boxes)"
         )
-        rows.append([r["model"], f"{r['macro_f1']:.3f}", str(r["errors"]), hc])
+        row = [r["model"], f"{r['macro_f1']:.3f}", str(r["errors"]), hc]
+        if "hard_correct_calibrated" in r:
+            row.append(
+                f"{r['hard_correct_calibrated']} ({_pct(r['hard_correct_calibrated_pct'])}%) "
+                f"[{_pct(r['calibrated_wilson_low'])}, {_pct(r['calibrated_wilson_high'])}]"
+            )
+        rows.append(row)
     return rows
 
 
@@ -74,6 +80,18 @@ TABLE1_HEADERS = [
 ]
 
 
+def table1_headers(seed_res: dict[str, Any]) -> list[str]:
+    """Table 1's headers; one more column when a calibrated judge exists."""
+    cal = seed_res["table1"].get("calibrated_judge")
+    if not cal:
+        return TABLE1_HEADERS
+    return TABLE1_HEADERS[:-1] + [
+        "hard images with class and features correct, paper judge [Wilson 95%]",
+        f"... calibrated judge ({cal['criterion']} >= {cal['threshold']} on "
+        f"{cal['recipe']}/{cal['method']})",
+    ]
+
+
 def table1_markdown(results: dict[str, Any]) -> str:
     """Table 1 of every seed, the paired tests, and the paper's numbers, as Markdown."""
     parts = []
@@ -83,7 +101,7 @@ def table1_markdown(results: dict[str, Any]) -> str:
             f"### Table 1, seed {s['seed']} ({t['n_hard']} hard images of {t['n_test']} test "
             f"images; judge: {t['criterion']} on {t['recipe']} / {t['method']})\n"
         )
-        parts.append(markdown_table(TABLE1_HEADERS, table1_rows(s)))
+        parts.append(markdown_table(table1_headers(s), table1_rows(s)))
         if s.get("paired") and s["paired"]["pairwise"]:
             parts.append("\nPaired comparisons on the hard images (exact McNemar, Holm):\n")
             parts.append(markdown_table(*pairwise_table(s)))
@@ -238,7 +256,7 @@ def print_report(results: dict[str, Any], console: Console) -> None:
         console.print(
             _rich(
                 f"Table 1, seed {s['seed']}: {t['n_hard']} hard images of {t['n_test']}",
-                TABLE1_HEADERS,
+                table1_headers(s),
                 table1_rows(s),
             )
         )
@@ -436,7 +454,7 @@ def write_reports(
         t = s["table1"]
         rep.add_heading(f"Table 1, seed {s['seed']}")
         rep.add_table(
-            TABLE1_HEADERS,
+            table1_headers(s),
             table1_rows(s),
             caption=f"{t['n_hard']} hard images of {t['n_test']}; judge {t['criterion']} on "
             f"{t['recipe']}/{t['method']}",
