@@ -12,9 +12,10 @@ from rich.table import Table
 import embedcam as ec
 from embedcam.report import GridCell, Report, image_grid, markdown_table
 
-from .config import SkuConfig
+from .config import Recipe, SkuConfig
 from .data import Data
 from .evaluate import ModelEval, _layer
+from .models import CONTROL
 
 PAPER_TABLE1 = [
     ("triplet", "0.86", "118", "50 (27%)"),
@@ -321,18 +322,78 @@ def summary_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _explain(
-    ev: ModelEval, images: torch.Tensor, labels: torch.Tensor, cfg: SkuConfig
+    ev: ModelEval,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: SkuConfig,
+    recipe: Recipe | None = None,
+    method: str | None = None,
 ) -> torch.Tensor:
-    """Maps of the paper recipe (first recipe, first method) for a few images."""
-    recipe = cfg.recipes[0]
-    cam = ec.EmbeddingCAM(ev.model, _layer(ev.model, recipe), method=cfg.methods[0])
+    """Maps of a recipe (default: the paper's, first method) for a few images, in [0, 1].
+
+    Signed recipes are shown as ``|map|`` (evidence for or against), ReLU'd ones as they are.
+    """
+    recipe = recipe or cfg.recipes[0]
+    cam = ec.EmbeddingCAM(ev.model, _layer(ev.model, recipe), method=method or cfg.methods[0])
     target = (
         ec.CentroidTarget(ev.centroids, labels)
         if recipe.target == "centroid"
         else ec.ContrastiveTarget(ev.centroids, labels)
     )
     res = cam(images, target)
-    return res.signed_maps().clamp_min(0) if recipe.signed else res.maps
+    return res.signed_maps().abs() if recipe.signed else res.maps
+
+
+def _spread(indices: list[int], labels: torch.Tensor, n: int) -> list[int]:
+    """Up to ``n`` indices, taking classes in turn so that a figure shows several classes."""
+    by_class: dict[int, list[int]] = {}
+    for i in indices:
+        by_class.setdefault(int(labels[i]), []).append(i)
+    out: list[int] = []
+    while len(out) < n and any(by_class.values()):
+        for c in sorted(by_class):
+            if by_class[c] and len(out) < n:
+                out.append(by_class[c].pop(0))
+    return out
+
+
+def recipe_figure(
+    evals: list[ModelEval], data: Data, cfg: SkuConfig, out: Path
+) -> tuple[Path, str] | None:
+    """Maps of every recipe for the first loss model and the control, on home-background images."""
+    names = [cfg.losses[0], CONTROL]
+    by_name = {ev.name: ev for ev in evals}
+    test = data.splits["test"]
+    if any(n not in by_name for n in names) or test.home is None:
+        return None
+    ok = test.home.clone()
+    for n in names:
+        ok &= by_name[n].splits["test"].pred == test.labels
+    idx = _spread(ok.nonzero().flatten().tolist(), test.labels, max(cfg.figures // 2, 2))
+    images, labels = test.images[idx], test.labels[idx]
+    rows: list[list[GridCell | None]] = [
+        [GridCell(image=images[i], boxes=test.boxes[idx[i]] if test.boxes else None)]
+        for i in range(len(idx))
+    ]
+    cols = ["image"]
+    for recipe in cfg.recipes:
+        method = cfg.methods[-1]
+        for n in names:
+            cols.append(f"{n}\n{recipe.name}")
+            maps = _explain(by_name[n], images, labels, cfg, recipe, method)
+            for i in range(len(idx)):
+                rows[i].append(GridCell(image=images[i], map=maps[i]))
+    path = image_grid(
+        rows,
+        out / "figures" / "recipes.png",
+        col_titles=cols,
+        title=f"Where the evidence is ({cfg.methods[-1]}): shortcut-trained model vs. control",
+    )
+    return path, (
+        "Home-background test images that both models classify correctly: the maps of each "
+        f"recipe for {names[0]} (trained with the background shortcut) and the control. "
+        "Signed recipes show |map|."
+    )
 
 
 def case_rows(
@@ -405,7 +466,7 @@ def make_figures(
     if not data.has_boxes or cfg.figures == 0 or not seed_res["hard_images"]:
         return figs
     cols = ["image"] + [ev.name for ev in evals]
-    chosen = seed_res["hard_images"][: cfg.figures]
+    chosen = _spread(seed_res["hard_images"], data.splits["test"].labels, cfg.figures)
     path = image_grid(
         case_rows(evals, data, cfg, chosen),
         out / "figures" / "hard_images.png",
@@ -432,6 +493,9 @@ def make_figures(
             title=f"Hard images where {kind}",
         )
         figs.append((path, f"Gallery: hard images where {kind} (class and features)."))
+    rec = recipe_figure(evals, data, cfg, out)
+    if rec is not None:
+        figs.append(rec)
     return figs
 
 
