@@ -450,12 +450,10 @@ def _scalars(obj: Any, prefix: str = "") -> dict[str, float]:
             out.update(_scalars(v, f"{prefix}.{k}" if prefix else str(k)))
     elif isinstance(obj, list) and obj and isinstance(obj[0], dict):
         for item in obj:
-            name = item.get("model") or item.get("recipe") or item.get("criterion")
-            if "method" in item:
-                name = f"{name}/{item['method']}"
+            ids = [str(item[k]) for k in ("model", "criterion", "recipe", "method") if k in item]
             if "a" in item and "b" in item:
-                name = f"{item['a']}-{item['b']}"
-            out.update(_scalars(item, f"{prefix}[{name}]"))
+                ids = [f"{item['a']}-{item['b']}"]
+            out.update(_scalars(item, f"{prefix}[{'/'.join(ids)}]"))
     elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
         out[prefix] = float(obj)
     return out

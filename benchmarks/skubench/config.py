@@ -89,8 +89,10 @@ class TrainSettings(BaseModel):
     sigma: float = Field(0.3, gt=0)
     flexible_margin_fn: Literal["linear", "log"] = "linear"
     converged_accuracy: float = Field(
-        0.8, ge=0, le=1, description="valid kNN accuracy below which a model is flagged"
+        0.8, ge=0, le=1, description="valid kNN accuracy a model must reach"
     )
+    extend_epochs: int = Field(10, ge=1, description="epochs added while not converged")
+    max_epochs: int = Field(60, ge=1, description="no model trains longer than this")
 
 
 class SkuConfig(BaseModel):
@@ -162,7 +164,14 @@ PRESETS: dict[str, dict[str, Any]] = {
             "valid_per_class": 8,
             "test_per_class": 12,
         },
-        "train": {"width": 0.125, "epochs": 2, "p": 4, "k": 4, "converged_accuracy": 0.0},
+        "train": {
+            "width": 0.125,
+            "epochs": 2,
+            "p": 4,
+            "k": 4,
+            "converged_accuracy": 0.0,
+            "max_epochs": 2,
+        },
         "bootstrap": 200,
         "figures": 3,
     },
