@@ -981,7 +981,7 @@ def score_maps(
 def judge_features(
     maps: torch.Tensor,
     regions: torch.Tensor,
-    criterion: str | Sequence[str] = "paper",
+    criterion: str | Sequence[str] = "energy",
     *,
     combine: Literal["all", "any"] = "all",
     share: float = 0.5,
@@ -999,21 +999,29 @@ def judge_features(
 
     Criteria (each thresholded by its own keyword):
 
-    * ``"paper"`` (default): :func:`positive_evidence_share` ``>= share`` - at least half (by
-      default) of the un-darkened region lies on the object.
-    * ``"energy"``: :func:`energy_in_box` ``>= energy``.
+    * ``"paper"``: :func:`positive_evidence_share` ``>= share`` - at least half (by default) of
+      the un-darkened region lies on the object: the paper-faithful reading.
+    * ``"energy"`` (default): :func:`energy_in_box` ``>= energy`` - at least half (by default) of
+      the map's mass lies on the object.
     * ``"pointing"``: :func:`pointing_game` hit (with ``tolerance``).
     * ``"region_iou"``: :func:`region_iou` (threshold ``theta``) ``>= iou``.
     * ``"wsol"``: :func:`wsol_box_iou` ``>= box_iou`` (the WSOL rule of Choe et al. 2020).
 
     A sequence of criteria is combined with ``combine="all"`` (every one must hold) or ``"any"``.
 
-    Why ``"paper"`` is the default: it is the only criterion computed from exactly what the
-    paper's judges saw (the region the darkening leaves visible), so automated counts are
-    comparable with the paper's Table 1; it needs no extra threshold on the map (the ReLU fixes
-    the region), and it penalises maps that light up the whole image (share near ``A``) as a human
-    would. Its ``share = 0.5`` ("mostly on the object") is a stand-in for "matches" until the SKU
-    experiment calibrates it against ground truth; all thresholds are parameters.
+    Why ``"energy"`` with ``energy = 0.5`` is the default: the SKU benchmark's ``validity`` preset
+    (three training seeds, synthetic shelves with a planted background shortcut) compared every
+    criterion and threshold with an interventional ground truth per (image, model) - the model's
+    evidence is the object when its prediction survives moving the object onto a foreign
+    background and does not survive removing it. On the calibration split, energy >= 0.5 had
+    Cohen's kappa 0.21 / 0.30 / 0.35 over the three seeds (mean 0.29; region IoU >= 0.4 was tied
+    at 0.29), while the paper-faithful ``"paper"`` criterion had kappa 0.02 / 0.04 / -0.00: at
+    CAM resolution the ``s > 0`` region covers most of the image (with Grad-CAM++ on ReLU
+    features, all of it), so its share on the object is close to the box's area fraction for
+    every model. The agreement also depends on the map: those kappas were reached with the
+    contrastive target one block before the last and signed maps (``negatives="abs"``); with the
+    paper's centroid target at the last block no criterion reached 0.15. All thresholds are
+    parameters; ``"paper"`` stays available to reproduce the paper's counts.
 
     An image whose region is empty or whose map has no evidence is never judged correct.
 
@@ -1044,7 +1052,9 @@ def judge_features(
         >>> import torch
         >>> maps = torch.tensor([[[0.0, 0.2, 0.7, 0.0]], [[0.0, 0.0, 0.9, 0.1]]])
         >>> regions = torch.tensor([[[False, False, True, True]]] * 2)
-        >>> judge_features(maps, regions, share=0.6)
+        >>> judge_features(maps, regions)  # energy on the object: 0.7/0.9 and 1.0
+        tensor([True, True])
+        >>> judge_features(maps, regions, "paper", share=0.6)  # s > 0 share: 1/2 and 2/2
         tensor([False,  True])
     """
     names = [criterion] if isinstance(criterion, str) else list(criterion)

@@ -220,8 +220,10 @@ def test_box_map_ceiling_orders_and_errors():
 
 def test_judge_criteria_on_hand_case():
     # positive share 0.6, energy 8/11 = 0.727, pointing hit, region IoU 0.5, WSOL IoU 0.5
-    assert sc.judge_features(MAP, REGION).tolist() == [True]  # paper, share 0.6 >= 0.5
-    assert sc.judge_features(MAP, REGION, share=0.61).tolist() == [False]
+    assert sc.judge_features(MAP, REGION, "paper").tolist() == [True]  # share 0.6 >= 0.5
+    assert sc.judge_features(MAP, REGION, "paper", share=0.61).tolist() == [False]
+    assert sc.judge_features(MAP, REGION).tolist() == [True]  # default: energy 0.727 >= 0.5
+    assert sc.judge_features(MAP, REGION, energy=0.73).tolist() == [False]
     assert sc.judge_features(MAP, REGION, "energy", energy=0.72).tolist() == [True]
     assert sc.judge_features(MAP, REGION, "energy", energy=0.73).tolist() == [False]
     assert sc.judge_features(MAP, REGION, "pointing").tolist() == [True]

@@ -450,7 +450,9 @@ def _scalars(obj: Any, prefix: str = "") -> dict[str, float]:
             out.update(_scalars(v, f"{prefix}.{k}" if prefix else str(k)))
     elif isinstance(obj, list) and obj and isinstance(obj[0], dict):
         for item in obj:
-            ids = [str(item[k]) for k in ("model", "criterion", "recipe", "method") if k in item]
+            ids = [str(item[k]) for k in ("model", "recipe", "method") if k in item]
+            if "criterion" in item:  # the best setting of a criterion may change with the seed
+                ids = [str(item["criterion"])]
             if "a" in item and "b" in item:
                 ids = [f"{item['a']}-{item['b']}"]
             out.update(_scalars(item, f"{prefix}[{'/'.join(ids)}]"))

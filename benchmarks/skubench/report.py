@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import embedcam as ec
@@ -246,7 +247,7 @@ def _rich(title: str, headers: list[str], rows: list[list[str]]) -> Table:
     for h in headers:
         table.add_column(h, overflow="fold")
     for r in rows:
-        table.add_row(*r)
+        table.add_row(*(escape(c) for c in r))
     return table
 
 
