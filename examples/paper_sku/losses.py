@@ -39,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
@@ -126,7 +127,7 @@ def _check_embeddings(embeddings: torch.Tensor, labels: torch.Tensor) -> None:
     check_labels(labels, embeddings.shape[0])
 
 
-class TripletLossBase(nn.Module):
+class TripletLossBase(nn.Module, ABC):
     """Template of the triplet losses: validate, distances, ``phi``, margins, mine, reduce.
 
     Subclasses override :meth:`phi` (distance transform) and/or :meth:`margin_matrix`.
@@ -161,6 +162,7 @@ class TripletLossBase(nn.Module):
         """
         return dist
 
+    @abstractmethod
     def margin_matrix(self, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Margin of every (anchor, negative) pair of the batch.
 
@@ -171,7 +173,6 @@ class TripletLossBase(nn.Module):
         Returns:
             ``(B, B)`` margins.
         """
-        raise NotImplementedError
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         """Loss and mining statistics.
