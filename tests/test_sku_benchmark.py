@@ -212,3 +212,38 @@ def test_config_overrides_and_errors(tmp_path):
 def test_help():
     proc = run_sku("--help")
     assert proc.returncode == 0 and "--preset" in proc.stdout
+
+
+def test_killed_run_resumes_to_the_same_numbers(tmp_path):
+    """SIGKILL during training, run again: the result equals an uninterrupted run's."""
+    import os
+    import signal
+    import time
+
+    args = ["--preset", "smoke", "--set", "train.epochs=12", "--set", "losses=[triplet]"]
+    # The same thread count as run_sku: float reductions, hence the last bits, depend on it.
+    env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"}
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen(
+        [sys.executable, str(SKU), *args, "--out", str(tmp_path / "a"), "--cache", str(cache)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(cache.glob("checkpoints/*/triplet-seed0/*.pt")):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(cache.glob("checkpoints/*/triplet-seed0/*.pt")), "no checkpoint before the kill"
+    assert not (tmp_path / "a" / "results.json").exists()  # it really was interrupted
+    resumed = run_sku(*args, "--out", str(tmp_path / "a"), "--cache", str(cache))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    fresh = run_sku(*args, "--out", str(tmp_path / "b"), "--cache", str(tmp_path / "cache2"))
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    a = json.loads((tmp_path / "a" / "results.json").read_text())["seeds"][0]
+    b = json.loads((tmp_path / "b" / "results.json").read_text())["seeds"][0]
+    for res in (a, b):
+        for m in res["models"].values():
+            m.pop("train_seconds")
+    assert a == b
