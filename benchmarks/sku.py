@@ -30,6 +30,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.progress import (  # noqa: E402
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from skubench import analysis, report  # noqa: E402
 from skubench.config import PRESETS, build_config  # noqa: E402
 from skubench.data import load_data  # noqa: E402
@@ -101,9 +108,21 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     for seed in cfg.seeds:
         trained = train_all(cfg, data, cache, seed, console)
         train_times.update({f"{t.name}-seed{seed}": t.seconds for t in trained})
-        with console.status(f"explaining and scoring (seed {seed})"):
-            evals = [evaluate_model(t, data, cfg, intervened) for t in trained]
-            res = analysis.seed_result(evals, data, cfg, seed)
+        evals = []
+        with Progress(
+            TextColumn("[bold]explain, score, intervene"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("models"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("evaluate", total=len(trained))
+            for t in trained:
+                evals.append(evaluate_model(t, data, cfg, intervened))
+                bar.advance(task)
+        res = analysis.seed_result(evals, data, cfg, seed)
         seeds.append(res)
         if seed == cfg.seeds[0]:
             figures = report.make_figures(evals, data, cfg, res, out)
