@@ -46,7 +46,13 @@ __all__ = [
 
 
 def _cosine_rows(e: Tensor, ref: Tensor) -> Tensor:
-    """Row-wise cosine of two validated (B, D) matrices (no epsilon: zero norms were rejected)."""
+    """Row-wise cosine of two validated (B, D) matrices (no epsilon: zero norms were rejected).
+
+    Computed in at least float32: in float16 the product of two norms above 256 overflows to inf
+    and every cosine would silently become 0 (and every CAM empty).
+    """
+    dt = torch.promote_types(e.dtype, torch.float32)
+    e, ref = e.to(dt), ref.to(dt)
     return (e * ref).sum(dim=1) / (
         torch.linalg.vector_norm(e, dim=1) * torch.linalg.vector_norm(ref, dim=1)
     )
@@ -358,11 +364,12 @@ class ContrastiveTarget(EmbeddingTarget):
         Returns:
             ``(B,)`` class indices, never equal to the image's own label.
         """
-        unit = self._unit.to(embeddings.device, embeddings.dtype)
+        dt = torch.promote_types(embeddings.dtype, torch.float32)  # no float16 overflow
+        unit = self._unit.to(embeddings.device, dt)
         labels = self.labels.to(embeddings.device)
         with torch.no_grad():
             if self.competitor == "embedding":
-                sims = embeddings.detach() @ unit.T
+                sims = embeddings.detach().to(dt) @ unit.T
             else:
                 sims = unit[labels] @ unit.T
             sims = sims.masked_fill(~self.usable.to(embeddings.device), float("-inf"))

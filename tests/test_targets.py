@@ -132,3 +132,35 @@ def test_batch_and_dim_mismatch():
 def test_contrastive_needs_two_classes():
     with pytest.raises(ConfigurationError, match="at least two"):
         ec.ContrastiveTarget(torch.tensor([[1.0, 0.0], [0.0, 0.0]]), [0])
+
+
+def test_half_precision_embeddings_with_large_norms():
+    """float16 norms above 256 overflow their product; scores are computed in float32."""
+    torch.manual_seed(0)
+    e = torch.randn(4, 8) * 120  # norms ~340: |e| * |c| > 65504 in float16
+    c = torch.randn(3, 8) * 120
+    for t in (
+        ec.CentroidTarget(c, [0, 1, 2, 0]),
+        ec.ReferenceTarget(c[[0, 1, 2, 0]]),
+        ec.ContrastiveTarget(c, [0, 1, 2, 0]),
+    ):
+        full = t(e)
+        half = t(e.half())
+        assert half.abs().min() > 0
+        assert torch.allclose(half.float(), full, atol=2e-3)
+
+
+def test_half_precision_model_gives_the_float32_maps():
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 6))
+    with torch.no_grad():
+        net[3].weight.mul_(3000)  # embedding norms ~350: |e| * |ref| overflows float16
+    images = torch.rand(2, 3, 8, 8)
+    target = ec.ReferenceTarget(torch.randn(2, 6) * 300)
+    ref = ec.EmbeddingCAM(net, "1")(images, target)
+    half = ec.EmbeddingCAM(net.half(), "1")(images.half(), target)
+    assert not bool(half.empty.any())
+    assert torch.allclose(half.scores.float(), ref.scores, atol=5e-3)
+    assert (half.maps.float() - ref.maps).abs().max().item() < 0.05
