@@ -195,3 +195,20 @@ def test_crop_and_flip_move_boxes_like_the_pixels(
         assert torch.equal(boxes_to_masks([moved], size=tuple(out.shape[-2:]))[0], mask)
     else:
         assert not bool(mask.any())
+
+
+def test_boxes_past_the_edge_are_clipped_without_a_resize(tmp_path: Path) -> None:
+    """A YOLO box running past the right edge is clipped, also when the image is not resized."""
+    from PIL import Image
+
+    root = tmp_path / "yolo"
+    (root / "train" / "images").mkdir(parents=True)
+    (root / "train" / "labels").mkdir(parents=True)
+    (root / "data.yaml").write_text("names: [thing]\nnc: 1\n")
+    Image.new("RGB", (40, 20)).save(root / "train" / "images" / "a.png")  # W = 40, H = 20
+    # centre x = 0.95 * 40 = 38, width 8 -> [34, 42]; centre y = 10, height 10 -> [5, 15]
+    (root / "train" / "labels" / "a.txt").write_text("0 0.95 0.5 0.2 0.5\n")
+    index = load_roboflow(root)
+    assert ImageDataset(index)[0]["boxes"].tolist() == [[34.0, 5.0, 40.0, 15.0]]
+    assert ImageDataset(index, size=(20, 40))[0]["boxes"].tolist() == [[34.0, 5.0, 40.0, 15.0]]
+    assert ImageDataset(index, size=(10, 10))[0]["boxes"].tolist() == [[8.5, 2.5, 10.0, 7.5]]

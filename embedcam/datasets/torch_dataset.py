@@ -306,6 +306,9 @@ class ImageDataset(Dataset):
             image = (image - self.mean) / self.std
         item: dict[str, Any] = {"image": image.contiguous(), "label": sample.label, "index": i}
         if self.with_boxes:
+            # Exports may hold boxes that run past the image edge (common in YOLO/VOC); clip
+            # after every transform, also when no resize happened (REFERENCE section 2).
+            boxes = _boxes.clip_boxes(boxes, tuple(image.shape[-2:]))
             keep = _boxes.box_area(boxes) > 0
             item["boxes"] = boxes[keep].to(torch.float32)
         if mask is not None:
