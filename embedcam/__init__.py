@@ -15,6 +15,7 @@ from embedcam import errors
 from embedcam import cam, targets
 from embedcam.cam import CamResult, EmbeddingCAM, available_methods
 from embedcam.centroids import ClassCentroids
+from embedcam.recipe import Recipe
 from embedcam.targets import CentroidTarget, ContrastiveTarget, EmbeddingTarget, ReferenceTarget
 
 # isort: split
@@ -31,6 +32,10 @@ from embedcam import datasets, interventions
 # isort: split
 # --- report ---
 from embedcam import report
+
+# isort: split
+# --- whole datasets ---
+from embedcam.pipeline import DatasetRecords, Judge, explain_dataset
 
 __version__ = "0.1.0"
 
@@ -61,4 +66,9 @@ __all__ = [
     "interventions",
     # report
     "report",
+    # whole datasets
+    "Recipe",
+    "Judge",
+    "DatasetRecords",
+    "explain_dataset",
 ]

@@ -16,7 +16,7 @@ from embedcam.cam.weights import FORMULAS
 from embedcam.errors import ConfigurationError, ShapeError, UnsupportedError
 from embedcam.targets import EmbeddingTarget
 
-__all__ = ["EmbeddingCAM", "available_methods", "BACKENDS"]
+__all__ = ["EmbeddingCAM", "available_methods", "check_method", "BACKENDS"]
 
 Backend = Literal["native", "grad-cam", "captum"]
 
@@ -47,6 +47,30 @@ def available_methods(backend: str = "native") -> list[str]:
     if backend not in BACKENDS:
         raise ConfigurationError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
     return list(BACKENDS[backend])
+
+
+def check_method(method: str, backend: str) -> None:
+    """Check that ``backend`` implements ``method``.
+
+    Args:
+        method: A CAM method name.
+        backend: A backend name.
+
+    Raises:
+        ConfigurationError: Unknown backend or method.
+        UnsupportedError: The backend does not implement the method (the message names the
+            backends that do).
+    """
+    methods = available_methods(backend)
+    if method not in methods:
+        known = sorted({m for ms in BACKENDS.values() for m in ms})
+        if method not in known:
+            raise ConfigurationError(f"unknown CAM method {method!r}; choose one of {known}")
+        others = [b for b, ms in BACKENDS.items() if method in ms]
+        raise UnsupportedError(
+            f"backend {backend!r} does not implement {method!r}; use backend "
+            f"{' or '.join(repr(b) for b in others)}, or one of its methods {methods}"
+        )
 
 
 class EmbeddingCAM:
@@ -108,16 +132,7 @@ class EmbeddingCAM:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigurationError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        methods = available_methods(backend)
-        if method not in methods:
-            known = sorted({m for ms in BACKENDS.values() for m in ms})
-            if method not in known:
-                raise ConfigurationError(f"unknown CAM method {method!r}; choose one of {known}")
-            others = [b for b, ms in BACKENDS.items() if method in ms]
-            raise UnsupportedError(
-                f"backend {backend!r} does not implement {method!r}; use backend "
-                f"{' or '.join(repr(b) for b in others)}, or one of its methods {methods}"
-            )
+        check_method(method, backend)
         if backend == "captum" and reshape_transform is not None:
             raise UnsupportedError(
                 "the captum backend does not support reshape_transform; use backend='native'"
