@@ -35,6 +35,8 @@ from embedcam import report
 
 # isort: split
 # --- whole datasets ---
+from embedcam.audit import AuditResult, Comparison, audit, compare
+from embedcam.embedding import embed_loader, embedding_health
 from embedcam.pipeline import DatasetRecords, Judge, explain_dataset
 
 __version__ = "0.1.0"
@@ -71,4 +73,10 @@ __all__ = [
     "Judge",
     "DatasetRecords",
     "explain_dataset",
+    "audit",
+    "compare",
+    "AuditResult",
+    "Comparison",
+    "embed_loader",
+    "embedding_health",
 ]

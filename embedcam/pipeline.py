@@ -38,7 +38,7 @@ from embedcam.boxes import boxes_to_masks
 from embedcam.centroids import ClassCentroids
 from embedcam.errors import ConfigurationError, DataError
 from embedcam.recipe import Recipe
-from embedcam.scoring import judge_features, score_maps
+from embedcam.scoring import box_map_ceiling, judge_features, score_maps
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -49,7 +49,9 @@ __all__ = ["Judge", "DatasetRecords", "explain_dataset", "SCORE_COLUMNS", "RECOR
 #: Version tag of the records folder layout (``_manifest.json``).
 RECORDS_SCHEMA = "embedcam.records/1"
 
-#: Map-vs-region scores stored per record (see :func:`embedcam.scoring.score_maps`).
+#: Map-vs-region scores stored per record (see :func:`embedcam.scoring.score_maps`); ``ceiling``
+#: is :func:`embedcam.scoring.box_map_ceiling`, the energy in box a box-shaped map reaches on the
+#: CAM grid (report it, and ``area_fraction``, the chance level, beside ``energy_in_box``).
 SCORE_COLUMNS = (
     "energy_in_box",
     "energy_lift",
@@ -63,6 +65,7 @@ SCORE_COLUMNS = (
     "region_recall",
     "wsol_box_iou",
     "positive_share",
+    "ceiling",
 )
 
 MapsOption = Literal["none", "raw", "full", "both"]
@@ -96,6 +99,59 @@ class Judge(BaseModel):
     box_iou: float = Field(0.5, ge=0, le=1)
     theta: float = Field(0.15, gt=0, le=1)
     tolerance: float = Field(0.0, ge=0)
+
+    def from_scores(self, scores: Any) -> Tensor:
+        """The verdicts from stored scores (records columns) instead of maps.
+
+        Gives exactly what :meth:`__call__` gives on the maps, because every criterion is a
+        threshold on one score that :func:`explain_dataset` stores: ``paper`` on
+        ``positive_share``, ``energy`` on ``energy_in_box``, ``pointing`` on ``pointing_game``
+        (``pointing_game_tolerant`` for ``tolerance=15``), ``region_iou`` on ``region_iou`` and
+        ``wsol`` on ``wsol_box_iou`` (both stored at ``theta=0.15``). Use it to try other
+        thresholds on records without explaining again.
+
+        Args:
+            scores: A mapping (e.g. a pandas DataFrame or a dict of arrays) with the score
+                columns and ``no_evidence``.
+
+        Returns:
+            ``(N,)`` bool; NaN scores and ``no_evidence`` rows are never correct.
+
+        Raises:
+            ConfigurationError: ``theta`` other than 0.15 or ``tolerance`` other than 0 or 15
+                (those scores are not stored).
+        """
+        if self.theta != 0.15 and {"region_iou", "wsol"} & set(self._criteria()):
+            raise ConfigurationError("records store region scores at theta=0.15 only")
+        if self.tolerance not in (0.0, 15.0) and "pointing" in self._criteria():
+            raise ConfigurationError("records store pointing at tolerance 0 and 15 px only")
+
+        def col(name: str) -> Tensor:
+            v = scores[name]
+            arr = np.asarray(getattr(v, "to_numpy", lambda: v)(), dtype=np.float64)
+            return torch.from_numpy(arr)
+
+        rules = {
+            "paper": ("positive_share", self.share),
+            "energy": ("energy_in_box", self.energy),
+            "pointing": (
+                "pointing_game" if self.tolerance == 0 else "pointing_game_tolerant",
+                1.0,
+            ),
+            "region_iou": ("region_iou", self.iou),
+            "wsol": ("wsol_box_iou", self.box_iou),
+        }
+        parts = []
+        for c in self._criteria():
+            name, thr = rules[c]
+            parts.append(col(name) >= thr)  # NaN compares False
+        stacked = torch.stack(parts)
+        verdict = stacked.all(0) if self.combine == "all" else stacked.any(0)
+        no_ev = torch.from_numpy(np.asarray(col("no_evidence").numpy() > 0))
+        return verdict & ~no_ev
+
+    def _criteria(self) -> list[str]:
+        return [self.criterion] if isinstance(self.criterion, str) else list(self.criterion)
 
     def __call__(self, maps: Tensor, regions: Tensor, negatives: str = "clamp") -> Tensor:
         """Judge a batch: ``(B, H, W)`` maps and bool regions -> ``(B,)`` bool."""
@@ -350,8 +406,9 @@ def _explain_batch(
         if regions is not None:
             reg = regions.to(shown.device)
             sc = score_maps(shown, reg, negatives=recipe.negatives, auc=auc)
-            for c in SCORE_COLUMNS:
+            for c in SCORE_COLUMNS[:-1]:
                 cols[c] = _finite(getattr(sc, c))
+            cols["ceiling"] = _finite(box_map_ceiling(reg, grid=tuple(res.raw.shape[-2:])))
             cols["no_evidence"] = sc.no_evidence.cpu().tolist()
             cols["verdict"] = judge(shown, reg, recipe.negatives).cpu().tolist()
         scores = _finite(res.scores)
