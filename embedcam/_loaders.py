@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -149,6 +150,17 @@ def subset_loader(loader: DataLoader, positions: Sequence[int]) -> DataLoader:
         kwargs["prefetch_factor"] = loader.prefetch_factor
         kwargs["persistent_workers"] = False
     return DataLoader(Subset(loader.dataset, list(positions)), **kwargs)  # type: ignore[arg-type]
+
+
+def shard_positions(n: int, batch_size: int, rank: int, world: int) -> list[int]:
+    """Rank ``rank``'s contiguous share of ``n`` positions, cut at batch boundaries.
+
+    Cutting at batch boundaries keeps every batch identical to a one-process run's, so the
+    numbers are identical too (at equal thread counts).
+    """
+    batches = math.ceil(n / batch_size)
+    lo, hi = batches * rank // world, batches * (rank + 1) // world
+    return list(range(lo * batch_size, min(n, hi * batch_size)))
 
 
 def sample_paths(loader: Iterable[Any]) -> list[str] | None:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from embedcam import _dist
 from embedcam._atomic import atomic_write_text
-from embedcam._loaders import Batch, is_sequential, iter_batches, subset_loader
+from embedcam._loaders import Batch, is_sequential, iter_batches, shard_positions, subset_loader
 from embedcam.boxes import boxes_to_masks
 from embedcam.centroids import ClassCentroids
 from embedcam.classify import evaluate, knn_predict, nearest_centroid_predict
@@ -424,8 +424,7 @@ def _interventions(
             skipped.append(Skipped(step=kind, reason=str(err)))
     dataset, collate = loader.dataset, loader.collate_fn  # type: ignore[attr-defined]
     rank, world = _dist.rank_world()
-    n = len(dataset)
-    positions = list(range(n * rank // world, n * (rank + 1) // world))
+    positions = shard_positions(len(dataset), loader.batch_size or 1, rank, world)  # type: ignore[attr-defined]
     source = subset_loader(loader, positions)  # type: ignore[arg-type]
 
     def donor_batch(idx: list[int], step: int) -> Batch:

@@ -14,7 +14,14 @@ from torch import Tensor, nn
 from embedcam import _dist
 from embedcam._checks import embed as pick_embedding
 from embedcam._checks import model_device
-from embedcam._loaders import Batch, check_fixed_order, is_sequential, iter_batches, subset_loader
+from embedcam._loaders import (
+    Batch,
+    check_fixed_order,
+    is_sequential,
+    iter_batches,
+    shard_positions,
+    subset_loader,
+)
 from embedcam.errors import ConfigurationError, DataError, EmbedcamValueError
 
 __all__ = ["Embedded", "embed_loader", "EmbeddingHealth", "embedding_health"]
@@ -50,7 +57,7 @@ def _shard(loader: Iterable[Any]) -> tuple[Iterable[Any], list[int] | None]:
             "map-style dataset with shuffle=False, the same on every rank"
         )
     n = len(loader.dataset)  # type: ignore[attr-defined]
-    positions = list(range(n * rank // world, n * (rank + 1) // world))
+    positions = shard_positions(n, loader.batch_size or 1, rank, world)  # type: ignore[attr-defined]
     return subset_loader(loader, positions), positions  # type: ignore[arg-type]
 
 
