@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+
+_LOCAL = threading.local()
 
 
 def _active() -> bool:
     import torch.distributed as dist
 
+    if getattr(_LOCAL, "off", False):
+        return False
     return bool(dist.is_available() and dist.is_initialized())
+
+
+@contextmanager
+def local() -> Iterator[None]:
+    """Run the enclosed calls as if in one process (no sharding, no collectives)."""
+    old = getattr(_LOCAL, "off", False)
+    _LOCAL.off = True
+    try:
+        yield
+    finally:
+        _LOCAL.off = old
 
 
 def rank_world() -> tuple[int, int]:

@@ -769,19 +769,11 @@ def audit(
     if out_path is not None:
         from embedcam.report.audit import example_figure, write_audit_report
 
-        fig = None
+        examples = _examples(
+            model, queries, cents, recipe_list, result, embedding_fn, reshape_transform
+        )
         if rank == 0:
-            fig = example_figure(
-                model,
-                queries,
-                cents,
-                recipe_list,
-                result,
-                out_path / "examples.png",
-                embedding_fn=embedding_fn,
-                reshape_transform=reshape_transform,
-            )
-            if fig is None:
+            if examples is None:
                 result.skipped.append(
                     Skipped(
                         step="example figure",
@@ -790,6 +782,7 @@ def audit(
                     )
                 )
             else:
+                fig = example_figure(examples, recipe_list, result, out_path / "examples.png")
                 result.figure = fig.name
             write_audit_report(result, out_path)
         _dist.barrier()
@@ -798,6 +791,47 @@ def audit(
         for s in result.skipped:
             console.print(f"[yellow]skipped[/] {s.step}: {s.reason}", markup=True)
     return result
+
+
+def _examples(
+    model: nn.Module,
+    loader: Iterable[Any],
+    centroids: ClassCentroids,
+    recipes: list[Recipe],
+    result: AuditResult,
+    embedding_fn: Callable[[Any], Tensor] | None,
+    reshape_transform: Callable[[Tensor], Tensor] | None,
+) -> Any:
+    """Maps of a few misclassified and correct queries for the report (same engine, same maps)."""
+    from embedcam.report.audit import Examples, pick_examples
+
+    if not is_sequential(loader):
+        return None
+    chosen = pick_examples(result)
+    if not chosen:
+        return None
+    sub = subset_loader(loader, chosen)  # type: ignore[arg-type]
+    with _dist.local():
+        recs = explain_dataset(
+            model,
+            sub,
+            centroids,
+            recipes,
+            maps="full",
+            embedding_fn=embedding_fn,
+            reshape_transform=reshape_transform,
+            progress=False,
+        )
+    images, boxes = [], []
+    for _, batch in iter_batches(sub):
+        images.append(batch.images)
+        boxes.extend(batch.boxes if batch.boxes is not None else [None] * len(batch))
+    return Examples(
+        positions=chosen,
+        images=torch.cat(images),
+        boxes=boxes,
+        maps={r.name: recs.maps(r) for r in recipes},
+    )
 
 
 class ComparisonRow(BaseModel):

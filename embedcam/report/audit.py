@@ -1,28 +1,34 @@
 """The report of :func:`embedcam.audit`: Markdown, self-contained HTML and the example figure.
 
-The report formats an :class:`~embedcam.audit.AuditResult`; it computes nothing but the maps of
-the handful of images shown in the example figure.
+The report formats an :class:`~embedcam.audit.AuditResult` and draws the maps that the audit
+computed for its example figure; it never runs a CAM itself.
 """
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from embedcam.report.document import Report
 from embedcam.report.figures import GridCell, image_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     from embedcam.audit import AuditResult, Comparison
-    from embedcam.centroids import ClassCentroids
     from embedcam.recipe import Recipe
 
-__all__ = ["audit_report", "write_audit_report", "example_figure", "comparison_report"]
+__all__ = [
+    "audit_report",
+    "write_audit_report",
+    "Examples",
+    "pick_examples",
+    "example_figure",
+    "comparison_report",
+]
 
 
 def _num(x: float | None, fmt: str = ".3f") -> str:
@@ -81,7 +87,7 @@ def audit_report(result: AuditResult, folder: str | Path | None = None) -> Repor
     for r in result.recipes:
         rows.append(
             [
-                f"`{r.recipe.name}`",
+                r.recipe.name.replace("/", " / "),
                 _num(r.mean_score),
                 _pct(r.empty_rate),
                 r.region or "-",
@@ -201,93 +207,90 @@ def _spread(positions: list[int], labels: list[int], n: int) -> list[int]:
     return picked
 
 
-def example_figure(
-    model: nn.Module,
-    loader: Iterable[Any],
-    centroids: ClassCentroids,
-    recipes: Sequence[Recipe],
-    result: AuditResult,
-    path: str | Path,
-    *,
-    per_kind: int = 3,
-    embedding_fn: Callable[[Any], Tensor] | None = None,
-    reshape_transform: Callable[[Tensor], Tensor] | None = None,
-) -> Path | None:
-    """Draw misclassified and correct query images with every recipe's map.
+@dataclass
+class Examples:
+    """The images and maps an example figure shows (computed by :func:`embedcam.audit`).
+
+    Attributes:
+        positions: Query positions shown, misclassified ones first.
+        images: ``(N, 3, H, W)`` the images as the model saw them.
+        boxes: One ``(K, 4)`` box tensor (or ``None``) per image.
+        maps: Per recipe name, ``(N, H, W)`` the scored maps (signed recipes: ``|map|``).
+    """
+
+    positions: list[int]
+    images: Tensor
+    boxes: list[Tensor | None]
+    maps: dict[str, Tensor]
+
+
+def pick_examples(result: AuditResult, per_kind: int = 3) -> list[int]:
+    """Up to ``per_kind`` misclassified and ``per_kind`` correct positions, spread over classes.
 
     Args:
-        model: The model.
-        loader: The query loader (a DataLoader over a map-style dataset).
-        centroids: The class centroids.
-        recipes: The recipes (one column each).
-        result: The audit (predictions and verdicts).
-        path: Where to write the PNG.
-        per_kind: Images of each kind (wrong, right).
-        embedding_fn: Picks the embedding from the model output.
-        reshape_transform: Maps token outputs to ``(B, K, h, w)``.
+        result: The audit.
+        per_kind: Images of each kind.
 
     Returns:
-        The PNG path, or ``None`` when the loader has no random access.
+        Query positions, misclassified first.
     """
-    from embedcam._loaders import is_sequential, iter_batches, subset_loader
-    from embedcam.pipeline import explain_dataset
-
-    if not is_sequential(loader):
-        return None
     pi = result.per_image
     wrong = [i for i, (p, t) in enumerate(zip(pi.pred, pi.labels)) if p != t]
     right = [i for i, (p, t) in enumerate(zip(pi.pred, pi.labels)) if p == t]
-    chosen = _spread(wrong, pi.labels, per_kind) + _spread(right, pi.labels, per_kind)
-    if not chosen:
-        return None
-    sub = subset_loader(loader, chosen)  # type: ignore[arg-type]
-    recs = explain_dataset(
-        model,
-        sub,
-        centroids,
-        list(recipes),
-        maps="full",
-        embedding_fn=embedding_fn,
-        reshape_transform=reshape_transform,
-        progress=False,
-    )
-    images, boxes = [], []
-    for _, batch in iter_batches(sub):
-        images.append(batch.images)
-        boxes.extend(batch.boxes if batch.boxes is not None else [None] * len(batch))
-    imgs = torch.cat(images)
+    return _spread(wrong, pi.labels, per_kind) + _spread(right, pi.labels, per_kind)
+
+
+def example_figure(
+    examples: Examples, recipes: Sequence[Recipe], result: AuditResult, path: str | Path
+) -> Path:
+    """Draw the example images with every recipe's map, framed by the verdicts.
+
+    Args:
+        examples: What to show.
+        recipes: The recipes (one column each).
+        result: The audit (predictions, verdicts, class names).
+        path: Where to write the PNG.
+
+    Returns:
+        The PNG path.
+    """
+    pi = result.per_image
+    imgs = examples.images.float()
     lo = imgs.flatten(1).amin(1)[:, None, None, None]
     hi = imgs.flatten(1).amax(1)[:, None, None, None]
     shown = ((imgs - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)  # normalised inputs -> [0, 1]
-    maps = {r.name: recs.maps(r) for r in recipes}
+    names = result.classes
     cells: list[list[GridCell | None]] = []
     row_titles = []
-    names = result.classes
-    for j, pos in enumerate(chosen):
+    for j, pos in enumerate(examples.positions):
         true, pred = pi.labels[pos], pi.pred[pos]
-        b = boxes[j]
+        b = examples.boxes[j]
+        b = b if b is not None and len(b) else None
         row: list[GridCell | None] = [
             GridCell(
                 shown[j],
-                title=f"true {names[true]}"[:28],
-                subtitle=(f"pred {names[pred]}" if pred != true else "class ok")[:28],
+                title=_short(f"true {names[true]}"),
+                subtitle=_short(f"pred {names[pred]}") if pred != true else "class correct",
                 border="green" if pred == true else "red",
-                boxes=b if b is not None and len(b) else None,
+                boxes=b,
             )
         ]
         for r in recipes:
-            m = maps[r.name][j]
-            m = m.abs() if r.signed else m
+            m = examples.maps[r.name][j]
             verdict = pi.verdict.get(r.name, [None] * (pos + 1))[pos]
+            empty = bool(m.abs().max() == 0)
+            text = "no evidence" if empty else ""
+            if verdict is not None:
+                text = ("features correct" if verdict else "features wrong") + (
+                    ", no evidence" if empty else ""
+                )
             row.append(
                 GridCell(
                     shown[j],
-                    map=m.clamp(0, 1),
-                    boxes=b if b is not None and len(b) else None,
+                    map=m.abs().clamp(0, 1),
+                    boxes=b,
                     border=None if verdict is None else ("green" if verdict else "red"),
-                    subtitle=""
-                    if verdict is None
-                    else ("features ok" if verdict else "features wrong"),
+                    subtitle=text,
                 )
             )
         cells.append(row)
@@ -298,8 +301,13 @@ def example_figure(
         row_titles=row_titles,
         col_titles=["image"] + [textwrap.fill(r.name.replace("/", " / "), 24) for r in recipes],
         title=f"{result.name}: examples",
-        cell_size=2.4,
+        cell_size=2.6,
     )
+
+
+def _short(text: str, n: int = 30) -> str:
+    """Shorten to ``n`` characters keeping both ends (class names often differ at the end)."""
+    return text if len(text) <= n else text[: n // 2 - 1] + "..." + text[-(n // 2 - 2) :]
 
 
 def comparison_report(comparison: Comparison, results: Sequence[AuditResult]) -> Report:
@@ -315,7 +323,7 @@ def comparison_report(comparison: Comparison, results: Sequence[AuditResult]) ->
     rep = Report("embedcam comparison")
     rep.add_paragraph(
         f"{len(comparison.hard_images)} hard images (misclassified by at least one model); "
-        f"features judged with recipe `{comparison.recipe}`."
+        f"features judged with recipe {comparison.recipe}."
     )
     rep.add_table(
         ["model", "macro F1", "errors", "class correct on hard", "class + features on hard"],
