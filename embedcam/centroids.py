@@ -78,6 +78,12 @@ class ClassCentroids:
     normalized: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return (
+            f"ClassCentroids(classes={self.num_classes}, dim={self.dim}, "
+            f"images={int(self.counts.sum())}, normalized={self.normalized})"
+        )
+
     @property
     def num_classes(self) -> int:
         """Number of classes ``C``."""

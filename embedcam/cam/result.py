@@ -96,6 +96,13 @@ class CamResult:
     method: str = "gradcam"
     backend: str = "native"
 
+    def __repr__(self) -> str:
+        return (
+            f"CamResult(images={self.maps.shape[0]}, size={tuple(self.maps.shape[-2:])}, "
+            f"grid={tuple(self.raw.shape[-2:])}, empty={int(self.empty.sum())}, "
+            f"method={self.method!r}, backend={self.backend!r})"
+        )
+
     def __len__(self) -> int:
         return int(self.maps.shape[0])
 

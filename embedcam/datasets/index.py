@@ -225,6 +225,16 @@ class DatasetIndex(BaseModel):
 
     # -- access ---------------------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        splits = {name: sum(1 for x in self.samples if x.split == name) for name in self.splits}
+        return (
+            f"DatasetIndex(root={str(self.root)!r}, format={self.format!r}, "
+            f"classes={len(self.classes)}, samples={len(self.samples)}, splits={splits}, "
+            f"boxes={self.has_boxes}, additional_labels={list(self.label_names)})"
+        )
+
+    __str__ = __repr__
+
     def __len__(self) -> int:
         return len(self.samples)
 
