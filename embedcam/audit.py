@@ -474,7 +474,7 @@ def _interventions(
         else None
     )
     region_all = _dist.all_gather_objects(sorted(kinds_region))
-    region = "mask" if all(r == ["mask"] for r in region_all) else "box"
+    region = "mask" if all(r == ["mask"] for r in region_all if r) else "box"
     summary = InterventionSummary(
         split=split,
         region=region,  # type: ignore[arg-type]
@@ -679,7 +679,7 @@ def audit(
         valid_acc = float((classify(val.embeddings) == val.labels).float().mean())
     else:
         skipped.append(
-            Skipped(step="validation accuracy", reason="no valid loader was given (valid=None)")
+            Skipped(step="validation accuracy", reason="no validation data was given (pass valid= in Python, or an export with a valid/ split)")
         )
     timings["classify_s"] = time.perf_counter() - t1
 
