@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,7 @@ from embedcam.recipe import Recipe
 
 __all__ = [
     "AUDIT_SCHEMA",
+    "CollapseWarning",
     "Skipped",
     "Rate",
     "Classification",
@@ -61,6 +63,10 @@ __all__ = [
 AUDIT_SCHEMA = "embedcam.audit/1"
 
 INTERVENTIONS = ("mixed_same", "mixed_rand", "only_bg", "only_fg")
+
+
+class CollapseWarning(UserWarning):
+    """The audited model's embeddings look collapsed (see :class:`~embedcam.EmbeddingHealth`)."""
 
 
 def _f(x: float | None) -> float | None:
@@ -295,12 +301,21 @@ class AuditResult(BaseModel):
         """
         from rich.table import Table
 
-        c = self.classification
+        c, h = self.classification, self.health
+        health = (
+            f"effective rank {h.effective_rank:.1f} of {h.dim}, mean pairwise cosine "
+            f"{h.mean_pairwise_cosine:.2f}"
+        )
         table = Table(
             title=(
                 f"{self.name}: macro-F1 {c.macro_f1:.3f}, accuracy {c.accuracy:.3f}, "
                 f"{c.errors} errors of {c.images} ({c.classifier})"
-            )
+            ),
+            caption=(
+                f"[bold red]COLLAPSED embeddings ({health}): not comparable with a healthy model[/]"
+                if h.collapsed
+                else f"embeddings: {health}"
+            ),
         )
         for col in (
             "recipe",
@@ -312,7 +327,7 @@ class AuditResult(BaseModel):
             "features correct [Wilson 95%]",
             "class + features",
         ):
-            table.add_column(col, overflow="fold")
+            table.add_column(col, overflow="fold", no_wrap=col == "recipe")
         for r in self.recipes:
             table.add_row(
                 r.recipe.name,
@@ -637,6 +652,14 @@ def audit(
     )
     health = embedding_health(gal.embeddings)
     timings["embed_gallery_s"] = time.perf_counter() - t0
+    if health.collapsed:
+        warnings.warn(
+            f"{name}: the embeddings look collapsed (effective rank {health.effective_rank:.1f}"
+            f" of {health.dim}, mean pairwise cosine {health.mean_pairwise_cosine:.2f}); maps and "
+            "scores of this model are not comparable with a healthy model's",
+            CollapseWarning,
+            stacklevel=2,
+        )
     if say and health.collapsed:
         console.print(
             f"[bold red]{name}: the embeddings look collapsed[/] (effective rank "
@@ -679,7 +702,11 @@ def audit(
         valid_acc = float((classify(val.embeddings) == val.labels).float().mean())
     else:
         skipped.append(
-            Skipped(step="validation accuracy", reason="no validation data was given (pass valid= in Python, or an export with a valid/ split)")
+            Skipped(
+                step="validation accuracy",
+                reason="no validation data was given (pass valid= in Python, or an export "
+                "with a valid/ split)",
+            )
         )
     timings["classify_s"] = time.perf_counter() - t1
 

@@ -184,8 +184,10 @@ class EmbeddingHealth(BaseModel):
     Attributes:
         images: Number of embeddings measured.
         dim: Embedding dimension.
-        effective_rank: ``exp`` of the entropy of the normalised singular values of the centred,
+        effective_rank: ``exp`` of the entropy of the normalised singular values of the
             L2-normalised embeddings (Roy & Vetterli 2007); 1 = one direction, ``dim`` = all.
+            Not centred: a collapse onto one direction plus small noise must read 1, not the
+            rank of the noise.
         mean_pairwise_cosine: Mean cosine over pairs of distinct embeddings; near 1 = collapsed.
         collapsed: ``effective_rank < min(4, dim / 2)`` or ``mean_pairwise_cosine > 0.5``.
     """
@@ -220,7 +222,7 @@ def embedding_health(embeddings: Tensor) -> EmbeddingHealth:
         >>> import torch
         >>> h = embedding_health(torch.eye(4))
         >>> round(h.effective_rank, 2), round(h.mean_pairwise_cosine, 2), h.collapsed
-        (3.0, 0.0, False)
+        (4.0, 0.0, False)
     """
     if embeddings.dim() != 2 or embeddings.shape[0] < 2:
         raise EmbedcamValueError(
@@ -234,7 +236,7 @@ def embedding_health(embeddings: Tensor) -> EmbeddingHealth:
     n = u.shape[0]
     s = u.sum(0)
     mean_cos = float((s @ s - n) / (n * (n - 1)))
-    sv = torch.linalg.svdvals(u - u.mean(0, keepdim=True))
+    sv = torch.linalg.svdvals(u)
     p = sv / sv.sum() if float(sv.sum()) > 0 else sv
     p = p[p > 0]
     erank = float(torch.exp(-(p * p.log()).sum())) if p.numel() else 1.0

@@ -169,12 +169,14 @@ def _fake(name: str, pred: list[int], verdict: list[bool]) -> AuditResult:
             images=6, dim=2, effective_rank=2.0, mean_pairwise_cosine=0.0, collapsed=False
         ),
         recipes=[
-            RecipeSummary(recipe=ec.Recipe(layer="x", name="r"), images=6, mean_score=0.5,
-                          empty_rate=0.0)
+            RecipeSummary(
+                recipe=ec.Recipe(layer="x", name="r"), images=6, mean_score=0.5, empty_rate=0.0
+            )
         ],
         judge=ec.Judge(),
-        per_image=PerImage(ids=[str(i) for i in range(6)], labels=labels, pred=pred,
-                           verdict={"r": verdict}),
+        per_image=PerImage(
+            ids=[str(i) for i in range(6)], labels=labels, pred=pred, verdict={"r": verdict}
+        ),
     )
 
 
@@ -215,8 +217,11 @@ def test_judge_from_scores_equals_judge_on_maps(shelf):
     net = tiny_net()
     qry = loader(shelf, "test")
     cents = ec.ClassCentroids.fit(net, loader(shelf, "train"), progress=False)
-    for judge in (ec.Judge(), ec.Judge(criterion="paper", share=0.3),
-                  ec.Judge(criterion=("energy", "pointing"), combine="any", energy=0.4)):
+    for judge in (
+        ec.Judge(),
+        ec.Judge(criterion="paper", share=0.3),
+        ec.Judge(criterion=("energy", "pointing"), combine="any", energy=0.4),
+    ):
         recs = ec.explain_dataset(net, qry, cents, RECIPES, judge=judge, progress=False)
         df = recs.to_pandas()
         assert np.array_equal(judge.from_scores(df).numpy(), df["verdict"].to_numpy(dtype=bool))
@@ -229,9 +234,10 @@ def test_embedding_health_flags_collapse():
     healthy = torch.randn(200, 32)
     h = ec.embedding_health(healthy)
     assert h.effective_rank > 20 and abs(h.mean_pairwise_cosine) < 0.05 and not h.collapsed
+    assert ec.embedding_health(torch.eye(8)).effective_rank == pytest.approx(8.0)
     collapsed = torch.ones(200, 32) + 0.01 * torch.randn(200, 32)
     c = ec.embedding_health(collapsed)
-    assert c.mean_pairwise_cosine > 0.99 and c.collapsed
+    assert c.mean_pairwise_cosine > 0.99 and c.collapsed and c.effective_rank < 2
     # hand case: two orthogonal pairs -> mean cosine over the 6 distinct pairs
     x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     assert ec.embedding_health(x).mean_pairwise_cosine == pytest.approx(2 / 6)
