@@ -49,7 +49,7 @@ _FORMS = (
 
 
 def parse_batch(batch: Any, step: int) -> Batch:
-    """Turn a loader batch into a :class:`Batch`, with errors that say which batch and why."""
+    """Turn a loader batch into a `Batch`, with errors that say which batch and why."""
     if isinstance(batch, Mapping):
         missing = [k for k in ("image", "label") if k not in batch]
         if missing:

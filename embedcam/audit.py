@@ -1,9 +1,9 @@
-"""Audit an embedding model over a dataset: :func:`audit` (one model), :func:`compare` (several).
+"""Audit an embedding model over a dataset: `audit` (one model), `compare` (several).
 
 ``audit`` is the per-model evaluation of the paper (Volnova & Suschinskiy 2026), generalised to a
 user's model and data: embeddings and class centroids from a gallery loader, kNN (or nearest
 centroid) classification of the queries with macro-F1, every recipe explained and scored on every
-query image (:func:`~embedcam.explain_dataset`), the automated judge with Wilson intervals,
+query image (`explain_dataset`), the automated judge with Wilson intervals,
 background interventions and BG-gap (Xiao et al. 2021) where masks or boxes exist, embedding
 health, and a report. ``compare`` puts several audits of the same query images side by side: the
 paper's Table 1 on the hard images with paired exact McNemar tests, Holm correction and
@@ -59,14 +59,14 @@ __all__ = [
     "compare",
 ]
 
-#: Version tag of ``results.json`` written by :func:`audit`.
+#: Version tag of ``results.json`` written by `audit`.
 AUDIT_SCHEMA = "embedcam.audit/1"
 
 INTERVENTIONS = ("mixed_same", "mixed_rand", "only_bg", "only_fg")
 
 
 class CollapseWarning(UserWarning):
-    """The audited model's embeddings look collapsed (see :class:`~embedcam.EmbeddingHealth`)."""
+    """The audited model's embeddings look collapsed (see `EmbeddingHealth`)."""
 
 
 def _f(x: float | None) -> float | None:
@@ -216,7 +216,7 @@ class InterventionSummary(BaseModel):
 
 
 class PerImage(BaseModel):
-    """Per query image outcomes (what :func:`compare` pairs across models).
+    """Per query image outcomes (what `compare` pairs across models).
 
     Attributes:
         ids: Image ids (paths when the dataset knows them).
@@ -235,10 +235,10 @@ class PerImage(BaseModel):
 
 
 class AuditResult(BaseModel):
-    """Everything :func:`audit` measured for one model (``results.json``).
+    """Everything `audit` measured for one model (``results.json``).
 
     Attributes:
-        schema_version: :data:`AUDIT_SCHEMA`.
+        schema_version: `AUDIT_SCHEMA`.
         name: The model's name in tables.
         classes: Class names.
         classification: kNN / centroid classification of the queries.
@@ -355,7 +355,7 @@ class AuditResult(BaseModel):
 
     @classmethod
     def load_json(cls, path: str | os.PathLike[str]) -> AuditResult:
-        """Read a result written by :meth:`save_json`.
+        """Read a result written by `save_json`.
 
         Args:
             path: A ``results.json``.
@@ -584,7 +584,7 @@ def audit(
        (effective rank, mean pairwise cosine: a collapsed model is flagged).
     2. Classify the ``queries`` (e.g. the test split) by kNN against the gallery (or by the
        nearest centroid): macro-F1, accuracy, errors; ``valid`` too, when given.
-    3. Explain every query image with every recipe (:func:`~embedcam.explain_dataset`, records
+    3. Explain every query image with every recipe (`explain_dataset`, records
        under ``out/records``); with boxes or masks, score the maps, judge them, and summarise
        energy in box beside the chance level (box area) and the grid ceiling.
     4. With boxes or masks and a map-style dataset: the four background interventions of Xiao
@@ -607,7 +607,7 @@ def audit(
         class_names: Names of the classes (default ``"0"``, ``"1"``, ...).
         classifier: ``"knn"`` or ``"centroid"``.
         k: Neighbours of the kNN vote.
-        judge: Judge settings (default :class:`~embedcam.Judge`).
+        judge: Judge settings (default `Judge`).
         interventions: Run the background interventions where possible.
         out: Output folder; ``None`` keeps everything in memory and writes nothing.
         seed: Seed of the intervention donors.
@@ -617,7 +617,7 @@ def audit(
         console: A ``rich.console.Console`` to print to (default: a new one).
 
     Returns:
-        The :class:`AuditResult`.
+        The `AuditResult`.
 
     Raises:
         ConfigurationError: Bad recipes, classifier or ``k``, or shuffled loaders.
@@ -862,7 +862,7 @@ def _examples(
 
 
 class ComparisonRow(BaseModel):
-    """One model in a :class:`Comparison` (a row of the paper's Table 1).
+    """One model in a `Comparison` (a row of the paper's Table 1).
 
     Attributes:
         name: The model.
@@ -953,7 +953,7 @@ def compare(
         recipe: The recipe name whose verdicts count (default: the first recipe of the first).
 
     Returns:
-        The :class:`Comparison`.
+        The `Comparison`.
 
     Raises:
         ConfigurationError: Fewer than two audits, audits of different images, or a recipe

@@ -20,7 +20,7 @@ All functions take and return torch tensors of shape ``(..., 4)`` (float32, or f
 float64; lists and integer tensors are converted to float32), keep the input's device and never
 modify their inputs.
 
-Example:
+Examples:
     >>> import torch
     >>> from embedcam import boxes
     >>> b = boxes.coco_to_xyxy(torch.tensor([[1.0, 0.0, 2.0, 1.0]]))
@@ -113,7 +113,7 @@ def coco_to_xyxy(b: BoxesLike) -> torch.Tensor:
     Raises:
         ShapeError: If the last dimension is not 4.
 
-    Example:
+    Examples:
         >>> coco_to_xyxy([10.0, 20.0, 5.0, 8.0])
         tensor([10., 20., 15., 28.])
     """
@@ -152,7 +152,7 @@ def yolo_to_xyxy(b: BoxesLike, size: Sequence[int]) -> torch.Tensor:
         ShapeError: If the last dimension is not 4.
         EmbedcamValueError: If ``size`` is not a pair of positive integers.
 
-    Example:
+    Examples:
         >>> yolo_to_xyxy([0.5, 0.25, 0.5, 0.5], size=(4, 8))
         tensor([2., 0., 6., 2.])
     """
@@ -201,7 +201,7 @@ def voc_to_xyxy(b: BoxesLike) -> torch.Tensor:
     Raises:
         ShapeError: If the last dimension is not 4.
 
-    Example:
+    Examples:
         >>> voc_to_xyxy([1, 1, 1, 1])
         tensor([0., 0., 1., 1.])
     """
@@ -254,7 +254,7 @@ def validate_boxes(
         EmbedcamValueError: For the first invalid box; the message names the box index (and the
             image index when given), the box and what is wrong.
 
-    Example:
+    Examples:
         >>> validate_boxes([[0.0, 0.0, 2.0, 2.0]], size=(4, 4))
         >>> validate_boxes([[3.0, 0.0, 2.0, 2.0]], image_index=7)
         Traceback (most recent call last):
@@ -317,7 +317,7 @@ def clip_boxes(b: BoxesLike, size: Sequence[int]) -> torch.Tensor:
         ShapeError: If the last dimension is not 4.
         EmbedcamValueError: If ``size`` is not a pair of positive integers.
 
-    Example:
+    Examples:
         >>> clip_boxes([-2.0, 1.0, 5.0, 9.0], size=(4, 3))
         tensor([0., 1., 3., 4.])
     """
@@ -357,7 +357,7 @@ def box_iou(a: BoxesLike, b: BoxesLike) -> torch.Tensor:
     Raises:
         ShapeError: If a last dimension is not 4.
 
-    Example:
+    Examples:
         >>> box_iou([0.0, 0.0, 2.0, 2.0], [1.0, 0.0, 3.0, 2.0])
         tensor(0.3333)
     """
@@ -388,7 +388,7 @@ def resize_boxes(b: BoxesLike, from_size: Sequence[int], to_size: Sequence[int])
         ShapeError: If the last dimension is not 4.
         EmbedcamValueError: If a size is not a pair of positive integers.
 
-    Example:
+    Examples:
         >>> resize_boxes([10.0, 10.0, 20.0, 40.0], from_size=(40, 20), to_size=(20, 40))
         tensor([20.,  5., 40., 20.])
     """
@@ -416,7 +416,7 @@ def crop_boxes(b: BoxesLike, top: float, left: float, size: Sequence[int]) -> to
         ShapeError: If the last dimension is not 4.
         EmbedcamValueError: If ``size`` is not a pair of positive integers.
 
-    Example:
+    Examples:
         >>> crop_boxes([4.0, 2.0, 10.0, 6.0], top=1, left=5, size=(4, 4))
         tensor([0., 1., 4., 4.])
     """
@@ -447,7 +447,7 @@ def letterbox_params(
     Raises:
         EmbedcamValueError: If a size is not a pair of positive integers.
 
-    Example:
+    Examples:
         >>> letterbox_params((50, 100), (64, 64))
         (0.64, (32, 64), (16, 0))
     """
@@ -481,7 +481,7 @@ def letterbox_boxes(
         ShapeError: If the last dimension is not 4.
         EmbedcamValueError: If a size is not a pair of positive integers.
 
-    Example:
+    Examples:
         >>> out, scale, pad = letterbox_boxes([0.0, 0.0, 100.0, 50.0], (50, 100), (64, 64))
         >>> out, scale, pad
         (tensor([ 0., 16., 64., 48.]), 0.64, (16, 0))
@@ -527,7 +527,7 @@ def boxes_to_masks(
         EmbedcamValueError: If a box is invalid (NaN, ``x1 <= x0``, ``y1 <= y0``, entirely outside
             the image) or ``size`` is not a pair of positive integers.
 
-    Example:
+    Examples:
         >>> import torch
         >>> m = boxes_to_masks([torch.tensor([[0.0, 0.0, 1.0, 2.0], [2.0, 1.0, 3.0, 2.0]]),
         ...                     torch.zeros(0, 4)], size=(2, 3))

@@ -7,7 +7,7 @@ depend on batch order or size, with memory ``O(C x D)`` whatever the dataset siz
 ``torch.distributed`` each rank passes its own shard and the sums and counts are all-reduced, so
 every rank ends with the global centroids.
 
-Example:
+Examples:
     >>> import torch, embedcam as ec
     >>> model = torch.nn.Flatten()          # "embeds" a 1x1x2 image as its two pixel values
     >>> images = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]]).reshape(3, 1, 1, 2)

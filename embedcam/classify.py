@@ -16,7 +16,7 @@ Choices where the paper is silent (and why):
   predicted samples is left out rather than counted as 0.
 - Everything is torch: no scikit-learn needed (the tests compare against it).
 
-Example:
+Examples:
     >>> import torch
     >>> from embedcam.classify import knn_predict, evaluate
     >>> gallery = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
@@ -135,13 +135,13 @@ def evaluate(pred: torch.Tensor, true: torch.Tensor, num_classes: int) -> KnnEva
         num_classes: ``C``.
 
     Returns:
-        A :class:`KnnEvaluation`.
+        A `KnnEvaluation`.
 
     Raises:
         ShapeError: If ``pred`` and ``true`` are not the same ``(N,)`` shape, or empty.
         EmbedcamValueError: If a label is outside ``[0, num_classes)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> ev = evaluate(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), num_classes=3)
         >>> ev.errors, ev.confusion.tolist()
@@ -200,7 +200,7 @@ def nearest_centroid_predict(
         ShapeError: If shapes disagree.
         EmbedcamValueError: On NaN / zero-norm rows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> nearest_centroid_predict(torch.tensor([[1.0, 0.1], [0.0, 2.0]]),
         ...                          torch.tensor([[1.0, 0.0], [0.0, 1.0]])).tolist()

@@ -5,13 +5,13 @@ Two subcommands share the model options (``--model``, ``--weights``, ``--layer``
 * ``embedcam explain``: Grad-CAM maps of single images or folders, explaining the cosine
   similarity to a reference image or to a class centroid; writes an overlay and the paper's
   darkened image per input, and ``scores.csv``.
-* ``embedcam audit``: the whole audit of :func:`embedcam.audit` on a Roboflow export
+* ``embedcam audit``: the whole audit of `embedcam.audit` on a Roboflow export
   (classification, explanations, judged features, interventions, report).
 
-Every :class:`~embedcam.errors.EmbedcamError` (bad input) is printed as one red line
+Every `EmbedcamError` (bad input) is printed as one red line
 ``error: <message>`` on stderr, with exit code 2, as argparse does for usage errors.
 
-Example:
+Examples:
     >>> from embedcam.cli import main
     >>> main(["--version"])  # doctest: +SKIP
     embedcam 0.1.0
@@ -79,7 +79,7 @@ def parse_size(text: str) -> tuple[int, int]:
     Raises:
         argparse.ArgumentTypeError: Not one or two positive integers.
 
-    Example:
+    Examples:
         >>> parse_size("96x128"), parse_size("64")
         ((96, 128), (64, 64))
     """

@@ -123,20 +123,20 @@ def embed_loader(
 
     Args:
         model: The embedding model (its mode is restored).
-        loader: Batches as accepted by :func:`embedcam.explain_dataset`, in a fixed order.
+        loader: Batches as accepted by `embedcam.explain_dataset`, in a fixed order.
         embedding_fn: Picks the embedding from a tuple/dict model output.
         progress: Show a rich progress bar (rank 0).
         what: The bar's label.
 
     Returns:
-        The :class:`Embedded` embeddings and labels (CPU).
+        The `Embedded` embeddings and labels (CPU).
 
     Raises:
         DataError: An empty loader or a malformed batch.
         EmbedcamValueError: Non-finite embeddings.
         ConfigurationError: A shuffled loader, or a loader that cannot be sharded.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = torch.nn.Flatten()
         >>> e = embed_loader(net, [(torch.ones(2, 1, 2, 2), torch.tensor([0, 1]))])
@@ -213,12 +213,12 @@ def embedding_health(embeddings: Tensor) -> EmbeddingHealth:
         embeddings: ``(N, D)`` with ``N >= 2``.
 
     Returns:
-        The :class:`EmbeddingHealth`.
+        The `EmbeddingHealth`.
 
     Raises:
         EmbedcamValueError: Fewer than two embeddings, or non-finite / zero rows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> h = embedding_health(torch.eye(4))
         >>> round(h.effective_rank, 2), round(h.mean_pairwise_cosine, 2), h.collapsed

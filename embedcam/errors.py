@@ -7,7 +7,7 @@ so that generic ``except ValueError`` code keeps working.
 Messages follow one rule: say what was wrong (with the offending value, index, name or path) and
 what to do about it.
 
-Example:
+Examples:
     >>> import embedcam as ec
     >>> try:
     ...     raise ec.errors.ShapeError("maps must be (B, H, W), got (3, 4); add a batch dimension")

@@ -19,7 +19,7 @@ Sensitivity to Foregrounds, Backgrounds, and Visual Attributes*, CVPR 2022). Wit
 Everything is batched on ``(B, C, H, W)`` images and ``(B, H, W)`` bool masks, keeps the input
 device, and is deterministic for a given ``torch.Generator`` or integer seed.
 
-Example:
+Examples:
     >>> import torch
     >>> x = torch.arange(8.0).reshape(2, 1, 2, 2)
     >>> m = torch.tensor([[[True, False], [False, False]]] * 2)
@@ -245,7 +245,7 @@ def same_class_donors(labels: Tensor, generator: torch.Generator | int | None = 
         EmbedcamValueError: If a class has a single image in the batch (the message names the
             class and position); sample batches with several images per class (P x K).
 
-    Example:
+    Examples:
         >>> same_class_donors(torch.tensor([0, 1, 0, 1])).tolist()
         [2, 3, 0, 1]
     """
@@ -410,7 +410,7 @@ def bg_gap(acc_same: float | Tensor, acc_rand: float | Tensor) -> float | Tensor
     Returns:
         ``acc_same - acc_rand`` (same type as the inputs).
 
-    Example:
+    Examples:
         >>> round(bg_gap(0.9, 0.65), 6)
         0.25
     """
@@ -435,7 +435,7 @@ def relative_foreground_sensitivity(
     Returns:
         The RFS (a float for float inputs, a tensor for tensors).
 
-    Example:
+    Examples:
         >>> relative_foreground_sensitivity(0.25, 0.75)
         0.5
     """

@@ -110,7 +110,7 @@ def relative_region(maps: torch.Tensor, theta: float = 0.15) -> torch.Tensor:
         ShapeError: If ``maps`` is not ``(B, H, W)``.
         EmbedcamValueError: If ``theta`` is outside ``(0, 1]`` or ``maps`` has NaN/inf.
 
-    Example:
+    Examples:
         >>> import torch
         >>> relative_region(torch.tensor([[[0.0, 0.1, 0.2, 1.0]]]), theta=0.15).int()
         tensor([[[0, 0, 1, 1]]], dtype=torch.int32)
@@ -169,7 +169,7 @@ def topk_region(maps: torch.Tensor, percent: float = 20.0) -> torch.Tensor:
         ShapeError: If ``maps`` is not ``(B, H, W)``.
         EmbedcamValueError: If ``percent`` is outside ``(0, 100]`` or ``maps`` has NaN/inf.
 
-    Example:
+    Examples:
         >>> import torch
         >>> topk_region(torch.tensor([[[0.3, 0.9, 0.1, 0.5]]]), percent=50).int()
         tensor([[[0, 1, 0, 1]]], dtype=torch.int32)
@@ -336,7 +336,7 @@ def largest_component_box(regions: torch.Tensor, connectivity: int = 2) -> torch
         ShapeError: If ``regions`` is not ``(B, H, W)``.
         EmbedcamValueError: If ``regions`` is not bool or ``connectivity`` is not 1 or 2.
 
-    Example:
+    Examples:
         >>> import torch
         >>> r = torch.zeros(1, 4, 6, dtype=torch.bool)
         >>> r[0, 1:3, 2:5] = True
@@ -413,7 +413,7 @@ def darken(
         ShapeError: If the shapes do not match.
         EmbedcamValueError: If ``factor`` or ``threshold`` is out of range or ``maps`` has NaN.
 
-    Example:
+    Examples:
         >>> import torch
         >>> img = torch.ones(1, 1, 1, 3)
         >>> darken(img, torch.tensor([[[0.0, 0.5, 1.0]]]), factor=0.2)

@@ -1,4 +1,4 @@
-"""Explain a whole dataset: :func:`explain_dataset` streams a loader into per-image records.
+"""Explain a whole dataset: `explain_dataset` streams a loader into per-image records.
 
 One record (row) per image and recipe: the image's position and id, its label, the explained
 score, the engine's flags, every map-vs-box score, the judge's verdict and optionally the maps.
@@ -49,8 +49,8 @@ __all__ = ["Judge", "DatasetRecords", "explain_dataset", "SCORE_COLUMNS", "RECOR
 #: Version tag of the records folder layout (``_manifest.json``).
 RECORDS_SCHEMA = "embedcam.records/1"
 
-#: Map-vs-region scores stored per record (see :func:`embedcam.scoring.score_maps`); ``ceiling``
-#: is :func:`embedcam.scoring.box_map_ceiling`, the energy in box a box-shaped map reaches on the
+#: Map-vs-region scores stored per record (see `embedcam.scoring.score_maps`); ``ceiling``
+#: is `embedcam.scoring.box_map_ceiling`, the energy in box a box-shaped map reaches on the
 #: CAM grid (report it, and ``area_fraction``, the chance level, beside ``energy_in_box``).
 SCORE_COLUMNS = (
     "energy_in_box",
@@ -72,10 +72,10 @@ MapsOption = Literal["none", "raw", "full", "both"]
 
 
 class Judge(BaseModel):
-    """The settings of the automated "features correct" judge (:func:`embedcam.judge_features`).
+    """The settings of the automated "features correct" judge (`embedcam.judge_features`).
 
     Attributes:
-        criterion: A criterion of :func:`~embedcam.judge_features` or a tuple of them.
+        criterion: A criterion of `judge_features` or a tuple of them.
         combine: ``"all"`` or ``"any"`` for several criteria.
         share: Threshold of ``"paper"``.
         energy: Threshold of ``"energy"`` (the default criterion).
@@ -84,7 +84,7 @@ class Judge(BaseModel):
         theta: Relative threshold of the evidence region.
         tolerance: Pixel tolerance of ``"pointing"``.
 
-    Example:
+    Examples:
         >>> Judge().criterion, Judge(criterion="paper", share=0.4).share
         ('energy', 0.4)
     """
@@ -103,8 +103,8 @@ class Judge(BaseModel):
     def from_scores(self, scores: Any) -> Tensor:
         """The verdicts from stored scores (records columns) instead of maps.
 
-        Gives exactly what :meth:`__call__` gives on the maps, because every criterion is a
-        threshold on one score that :func:`explain_dataset` stores: ``paper`` on
+        Gives exactly what `__call__` gives on the maps, because every criterion is a
+        threshold on one score that `explain_dataset` stores: ``paper`` on
         ``positive_share``, ``energy`` on ``energy_in_box``, ``pointing`` on ``pointing_game``
         (``pointing_game_tolerant`` for ``tolerance=15``), ``region_iou`` on ``region_iou`` and
         ``wsol`` on ``wsol_box_iou`` (both stored at ``theta=0.15``). Use it to try other
@@ -223,10 +223,10 @@ def _tensor_digest(t: Tensor | None) -> str | None:
 
 @dataclass
 class DatasetRecords:
-    """The records of one :func:`explain_dataset` run, on disk or in memory.
+    """The records of one `explain_dataset` run, on disk or in memory.
 
-    Read them with :meth:`table` (pyarrow), :meth:`to_pandas`, or any Parquet reader on
-    :attr:`path` (``pandas.read_parquet(path)``, ``polars.read_parquet(f"{path}/*.parquet")``).
+    Read them with `table` (pyarrow), `to_pandas`, or any Parquet reader on
+    `path` (``pandas.read_parquet(path)``, ``polars.read_parquet(f"{path}/*.parquet")``).
 
     Attributes:
         path: The records folder (``None`` for in-memory records).
@@ -525,17 +525,17 @@ def explain_dataset(
 ) -> DatasetRecords:
     """Explain every image of a loader with every recipe; score the maps; judge them.
 
-    For each batch and recipe the model is explained with :class:`~embedcam.EmbeddingCAM`
+    For each batch and recipe the model is explained with `EmbeddingCAM`
     (same maps, scores and ``empty`` flag as the single-batch API); when the batch has boxes or
-    masks, every map-vs-region score of :func:`~embedcam.scoring.score_maps` and the judge's
+    masks, every map-vs-region score of `score_maps` and the judge's
     verdict are recorded too (boxes are preferred over masks, the ``region`` column says which).
     Signed recipes are scored on ``|signed map|``.
 
     **Batches** may be ``(images, labels)``, ``(images, labels, boxes)`` (one ``(K, 4)`` xyxy
     tensor per image), ``(images, labels, masks)`` (``(B, H, W)`` bool), or dicts with ``image``
     and ``label`` keys and optionally ``boxes``, ``mask``, ``reference`` (``(B, D)``), ``index``
-    and ``id`` - e.g. :class:`embedcam.datasets.ImageDataset` with
-    :func:`~embedcam.datasets.collate_boxes`. The loader must have a fixed order (no
+    and ``id`` - e.g. `embedcam.datasets.ImageDataset` with
+    `collate_boxes`. The loader must have a fixed order (no
     ``shuffle=True``).
 
     **On disk** (``out`` given): Parquet part files ``part-NNNNNN.parquet`` (one per
@@ -566,7 +566,7 @@ def explain_dataset(
         out: Records folder; ``None`` keeps the records in memory.
         references: ``(D,)`` or ``(B, D)`` reference embeddings for ``"reference"`` recipes when
             batches carry no ``reference`` key.
-        judge: Judge settings (default :class:`Judge`: energy in box >= 0.5).
+        judge: Judge settings (default `Judge`: energy in box >= 0.5).
         maps: ``"none"``, ``"raw"``, ``"full"`` or ``"both"``.
         auc: Also compute the pixel AUC (the slowest score).
         part_size: Dataset positions per part file (default: the multiple of the batch size
@@ -577,7 +577,7 @@ def explain_dataset(
         progress: Show a rich progress bar (rank 0 only).
 
     Returns:
-        The :class:`DatasetRecords`.
+        The `DatasetRecords`.
 
     Raises:
         ConfigurationError: Empty or duplicate recipes, a shuffled loader, a bad option, or an
@@ -585,7 +585,7 @@ def explain_dataset(
         DataError: A malformed batch (the message names the batch and the accepted forms).
         EmbedcamValueError: A recipe that needs centroids or references without them.
 
-    Example:
+    Examples:
         >>> import torch, embedcam as ec
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
         ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())

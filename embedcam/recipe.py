@@ -1,4 +1,4 @@
-"""What names an explanation: :class:`Recipe` (score, layer, method, backend, signed or ReLU'd)."""
+"""What names an explanation: `Recipe` (score, layer, method, backend, signed or ReLU'd)."""
 
 from __future__ import annotations
 
@@ -39,13 +39,13 @@ class Recipe(BaseModel):
     Attributes:
         layer: Dotted name of the explained module (``"layer4"``, ``"features.block4.relu"``).
         target: ``"centroid"``, ``"contrastive"`` or ``"reference"``.
-        method: CAM method (see :func:`embedcam.available_methods`).
+        method: CAM method (see `embedcam.available_methods`).
         backend: ``"native"``, ``"grad-cam"`` or ``"captum"``.
         signed: Score ``|signed map|`` instead of the ReLU'd map.
         name: Short name for tables and file names; defaults to
             ``"{target}/{layer}/{method}"`` plus ``"/signed"``.
 
-    Example:
+    Examples:
         >>> r = Recipe(layer="layer4", target="contrastive", method="gradcam++", signed=True)
         >>> r.name, r.negatives
         ('contrastive/layer4/gradcam++/signed', 'abs')
@@ -116,7 +116,7 @@ class Recipe(BaseModel):
 
     @classmethod
     def build(cls, **fields: Any) -> Recipe:
-        """Validate ``fields`` into a recipe, raising :class:`ConfigurationError` on bad input.
+        """Validate ``fields`` into a recipe, raising `ConfigurationError` on bad input.
 
         Args:
             **fields: The recipe's fields.
@@ -156,7 +156,7 @@ class Recipe(BaseModel):
             references: ``(B, D)`` or ``(D,)`` reference embeddings (for ``"reference"``).
 
         Returns:
-            The :class:`~embedcam.targets.EmbeddingTarget` to explain.
+            The `EmbeddingTarget` to explain.
 
         Raises:
             EmbedcamValueError: A centroid recipe without centroids, or a reference recipe
@@ -186,7 +186,7 @@ class Recipe(BaseModel):
         embedding_fn: Callable[[Any], Any] | None = None,
         reshape_transform: Callable[[Any], Any] | None = None,
     ) -> Any:
-        """An :class:`~embedcam.EmbeddingCAM` of ``model`` for this recipe.
+        """An `EmbeddingCAM` of ``model`` for this recipe.
 
         Args:
             model: The embedding model.
@@ -194,7 +194,7 @@ class Recipe(BaseModel):
             reshape_transform: Maps token outputs to ``(B, K, h, w)`` (ViT).
 
         Returns:
-            The configured :class:`~embedcam.EmbeddingCAM`.
+            The configured `EmbeddingCAM`.
         """
         from embedcam.cam import EmbeddingCAM
 

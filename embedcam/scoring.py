@@ -134,7 +134,7 @@ def area_fraction(maps: torch.Tensor | None, regions: torch.Tensor) -> torch.Ten
         ShapeError: If the shapes differ or are not ``(B, H, W)``.
         EmbedcamValueError: If ``regions`` is not bool.
 
-    Example:
+    Examples:
         >>> import torch
         >>> r = torch.zeros(1, 2, 4, dtype=torch.bool)
         >>> r[0, :, 1] = True
@@ -189,7 +189,7 @@ def energy_in_box(
         EmbedcamValueError: If ``regions`` is not bool or ``maps`` has NaN/inf values.
         ConfigurationError: If ``negatives`` is unknown.
 
-    Example:
+    Examples:
         >>> import torch
         >>> maps = torch.tensor([[[1.0, 3.0], [0.0, 4.0]]])
         >>> regions = torch.tensor([[[False, True], [False, False]]])
@@ -231,7 +231,7 @@ def energy_lift(
         EmbedcamValueError: If ``regions`` is not bool or ``maps`` has NaN/inf values.
         ConfigurationError: If ``negatives`` is unknown.
 
-    Example:
+    Examples:
         >>> import torch
         >>> maps = torch.tensor([[[1.0, 3.0], [0.0, 4.0]]])
         >>> regions = torch.tensor([[[False, True], [False, False]]])
@@ -272,7 +272,7 @@ def pointing_game(
         EmbedcamValueError: If ``tolerance < 0``, ``regions`` is not bool or ``maps`` has NaN/inf.
         ConfigurationError: If ``negatives`` is unknown.
 
-    Example:
+    Examples:
         >>> import torch
         >>> maps = torch.zeros(1, 2, 3)
         >>> maps[0, 0, 2] = 1.0
@@ -344,7 +344,7 @@ def rank_accuracy(
         EmbedcamValueError: If ``regions`` is not bool or ``maps`` has NaN/inf values.
         ConfigurationError: If ``negatives`` is unknown.
 
-    Example:
+    Examples:
         >>> import torch
         >>> maps = torch.tensor([[[0.9, 0.1, 0.8, 0.2]]])
         >>> regions = torch.tensor([[[True, True, False, False]]])
@@ -416,7 +416,7 @@ def pixel_auc(
         EmbedcamValueError: If ``regions`` is not bool or ``maps`` has NaN/inf values.
         ConfigurationError: If ``negatives`` is unknown.
 
-    Example:
+    Examples:
         >>> import torch
         >>> maps = torch.tensor([[[0.9, 0.1, 0.8, 0.2]]])
         >>> regions = torch.tensor([[[True, True, False, False]]])
@@ -553,7 +553,7 @@ def region_iou(
             has NaN/inf values.
         ConfigurationError: If ``policy`` or ``negatives`` is unknown.
 
-    Example:
+    Examples:
         >>> import torch
         >>> maps = torch.tensor([[[1.0, 0.5, 0.1, 0.0]]])
         >>> regions = torch.tensor([[[False, True, True, False]]])
@@ -703,7 +703,7 @@ def wsol_box_iou(
             has NaN/inf values.
         ConfigurationError: If ``policy`` or ``negatives`` is unknown.
 
-    Example:
+    Examples:
         >>> import torch
         >>> maps = torch.zeros(1, 4, 4)
         >>> maps[0, 0:2, 0:2] = 1.0
@@ -770,7 +770,7 @@ def positive_evidence_share(maps: torch.Tensor, regions: torch.Tensor) -> torch.
         ShapeError: If the shapes differ or are not ``(B, H, W)``.
         EmbedcamValueError: If ``regions`` is not bool or ``maps`` has NaN/inf values.
 
-    Example:
+    Examples:
         >>> import torch
         >>> maps = torch.tensor([[[0.0, 0.2, 0.7, 0.0]]])
         >>> regions = torch.tensor([[[False, False, True, True]]])
@@ -828,7 +828,7 @@ def box_map_ceiling(
         EmbedcamValueError: If ``regions`` is not bool or ``grid`` is not a valid ``(h, w)``.
         ConfigurationError: If ``kind`` is unknown.
 
-    Example:
+    Examples:
         >>> import torch
         >>> regions = torch.zeros(1, 8, 8, dtype=torch.bool)
         >>> regions[0, :4, :4] = True
@@ -936,7 +936,7 @@ def score_maps(
             has NaN/inf values.
         ConfigurationError: If ``policy`` or ``negatives`` is unknown.
 
-    Example:
+    Examples:
         >>> import torch
         >>> maps = torch.tensor([[[1.0, 3.0], [0.0, 4.0]]])
         >>> regions = torch.tensor([[[False, True], [False, True]]])
@@ -1048,7 +1048,7 @@ def judge_features(
             ``maps`` has NaN/inf values.
         ShapeError: If the shapes differ or are not ``(B, H, W)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> maps = torch.tensor([[[0.0, 0.2, 0.7, 0.0]], [[0.0, 0.0, 0.9, 0.1]]])
         >>> regions = torch.tensor([[[False, False, True, True]]] * 2)

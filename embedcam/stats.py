@@ -150,7 +150,7 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> Interval:
     Raises:
         EmbedcamValueError: If the counts or the confidence are invalid.
 
-    Example:
+    Examples:
         >>> est, lo, hi = wilson_interval(65, 185)
         >>> round(lo, 3), round(hi, 3)
         (0.286, 0.423)
@@ -236,7 +236,7 @@ def mcnemar_exact(b: int, c: int, *, mid_p: bool = False) -> McNemarResult:
     Raises:
         EmbedcamValueError: If a count is negative or not an integer.
 
-    Example:
+    Examples:
         >>> round(mcnemar_exact(10, 2).p_value, 4)
         0.0386
     """
@@ -299,7 +299,7 @@ def newcombe_paired_interval(
         EmbedcamValueError: If they are empty or hold values other than 0/1, or the confidence
             is invalid.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> a = np.array([1] * 48 + [0] * 2, dtype=bool)  # 36 both, 12 only A, 2 only B
         >>> b = np.array([1] * 36 + [0] * 12 + [1] * 2, dtype=bool)
@@ -426,7 +426,7 @@ def cochran_q(outcomes: Any) -> CochranQResult:
         ShapeError: If ``outcomes`` is not 2-D with at least two columns.
         EmbedcamValueError: If it is empty or holds values other than 0/1.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> x = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0], [1, 0, 0]])
         >>> round(cochran_q(x).statistic, 4)  # 2 * (3 * 21 - 7**2) / (3 * 7 - 15)
@@ -459,7 +459,7 @@ def holm_correction(p_values: Sequence[float]) -> list[float]:
     Raises:
         EmbedcamValueError: If a p-value is outside ``[0, 1]`` or NaN.
 
-    Example:
+    Examples:
         >>> tuple(round(p, 6) for p in holm_correction([0.01, 0.04, 0.03]))
         (0.03, 0.06, 0.06)
     """
@@ -526,7 +526,7 @@ def cohen_kappa(judge: Any, reference: Any) -> Agreement:
         ShapeError: If the arrays are not 1-D of equal length.
         EmbedcamValueError: If they are empty or hold values other than 0/1.
 
-    Example:
+    Examples:
         >>> round(cohen_kappa([1, 1, 0, 0, 1, 0], [1, 0, 0, 0, 1, 1]).kappa, 4)
         0.3333
     """

@@ -17,7 +17,7 @@ Every target is a callable ``(B, D) -> (B,)`` on a batch of embeddings and offer
 sample. Invalid inputs (NaN or zero-norm vectors, labels outside ``[0, C)``, a batch of the wrong
 size) raise errors from :mod:`embedcam.errors` instead of returning NaN scores.
 
-Example:
+Examples:
     >>> import torch, embedcam as ec
     >>> centroids = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> target = ec.CentroidTarget(centroids, labels=[0, 1])
@@ -196,7 +196,7 @@ class CentroidTarget(EmbeddingTarget):
         EmbedcamValueError: a label is outside ``[0, C)``, or a referenced centroid is NaN or
             zero-norm.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = CentroidTarget(torch.eye(3), torch.tensor([2]))
         >>> t(torch.tensor([[0.0, 1.0, 1.0]]))
@@ -245,7 +245,7 @@ class ReferenceTarget(EmbeddingTarget):
         ShapeError: the reference is not 1-D or 2-D.
         EmbedcamValueError: a reference is NaN or zero-norm.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = ReferenceTarget(torch.tensor([0.0, 2.0]))
         >>> t(torch.tensor([[1.0, 1.0], [0.0, -5.0]]))
@@ -306,7 +306,7 @@ class ContrastiveTarget(EmbeddingTarget):
         EmbedcamValueError: a label is outside ``[0, C)``, or a centroid is NaN, or a referenced
             centroid is zero-norm.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = ContrastiveTarget(torch.eye(3), torch.tensor([0]))
         >>> t(torch.tensor([[3.0, 0.0, 4.0]]))

@@ -40,7 +40,7 @@ def available_methods(backend: str = "native") -> list[str]:
     Raises:
         ConfigurationError: unknown backend.
 
-    Example:
+    Examples:
         >>> available_methods("captum")
         ['gradcam', 'hirescam']
     """
@@ -109,7 +109,7 @@ class EmbeddingCAM:
         UnsupportedError: a method the chosen backend does not implement (the message names the
             backends that do).
 
-    Example:
+    Examples:
         >>> import torch, embedcam as ec
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
         ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())

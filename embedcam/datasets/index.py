@@ -144,7 +144,7 @@ class DatasetIndex(BaseModel):
         metadata: Export metadata, e.g. ``license`` and ``license_source``.
         skipped: Files skipped with ``skip_invalid=True``, with the reason.
 
-    Example:
+    Examples:
         >>> idx = DatasetIndex(root=".", format="folder", classes=["a"], has_boxes=False,
         ...     samples=[Sample(path="x.jpg", split="train", label=0, class_name="a")])
         >>> len(idx), idx.splits
@@ -314,7 +314,7 @@ class DatasetIndex(BaseModel):
         Raises:
             DataError: If the index has no additional labels for a class, or a name is unknown.
 
-        Example:
+        Examples:
             >>> idx = DatasetIndex(root=".", format="folder", classes=["a", "b", "c"],
             ...     has_boxes=False, samples=[], label_names=["group"],
             ...     class_labels={"a": {"group": "x"}, "b": {"group": "y"}, "c": {"group": "x"}})

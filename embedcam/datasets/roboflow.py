@@ -490,7 +490,7 @@ def read_extra_labels(path: str | Path) -> tuple[list[str], dict[str, dict[str, 
         DataError: If the file is missing or malformed, a class is listed twice, or classes do
             not all have the same labels.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "labels.csv"
         >>> _ = p.write_text("class, category, group\ncola, drinks, soda\n")
@@ -610,7 +610,7 @@ def load_roboflow(
             YOLO or VOC label (naming the file and line), classes missing from or unknown to the
             mapping file (listing them).
 
-    Example:
+    Examples:
         >>> import embedcam as ec
         >>> index = ec.datasets.load_roboflow("export", extra_labels="a.csv")  # doctest: +SKIP
         >>> index.classes, len(index.split("train"))  # doctest: +SKIP

@@ -114,7 +114,7 @@ class ShelfConfig(BaseModel):
         seed: The random seed; the export is a deterministic function of the config.
         project: Project name, written as the COCO super-class.
 
-    Example:
+    Examples:
         >>> cfg = ShelfConfig(image_size=64, families=5, siblings=2, shortcut={"test": 0.0})
         >>> cfg.num_classes, cfg.shortcut["train"], cfg.shortcut["test"]
         (10, 0.9, 0.0)
@@ -306,7 +306,7 @@ class ShelfRenderer:
     Args:
         config: The generator settings.
 
-    Example:
+    Examples:
         >>> r = ShelfRenderer(ShelfConfig(image_size=32, families=2, siblings=2))
         >>> out = r.render("train", label=3, i=0)
         >>> out.image.shape, out.mask.dtype.name, r.classes[3].name
@@ -671,7 +671,7 @@ def generate_shelf(
         ConfigurationError: If the config is invalid (the message names the field).
         DataError: If ``out_dir`` exists with other content, per ``if_exists``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> idx = generate_shelf(tempfile.mkdtemp() + "/shelf", {"image_size": 32, "families": 2,
         ...     "images_per_class": {"train": 2, "test": 1}})

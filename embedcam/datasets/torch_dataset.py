@@ -86,7 +86,7 @@ class Resize:
     Args:
         size: Output ``(H, W)``, or an int for a square output.
 
-    Example:
+    Examples:
         >>> img, b, _ = Resize((2, 4))(torch.zeros(3, 4, 4), torch.tensor([[0., 0., 2., 4.]]),
         ...     None, torch.Generator())
         >>> tuple(img.shape), b.tolist()
@@ -215,7 +215,7 @@ class ImageDataset(Dataset):
             without mask files.
         ConfigurationError: If ``size``, ``mean`` or ``std`` are malformed.
 
-    Example:
+    Examples:
         >>> ds = ImageDataset(index, size=(64, 64), split="train")  # doctest: +SKIP
         >>> loader = DataLoader(ds, batch_size=32, collate_fn=collate_boxes)  # doctest: +SKIP
     """
@@ -331,7 +331,7 @@ def collate_boxes(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ShapeError: If the batch is empty, the items have different keys, or image sizes differ
             (pass ``size=`` to :class:`ImageDataset`).
 
-    Example:
+    Examples:
         >>> items = [{"image": torch.zeros(3, 2, 2), "label": 1, "index": 0,
         ...           "boxes": torch.zeros(0, 4)},
         ...          {"image": torch.ones(3, 2, 2), "label": 0, "index": 1,

@@ -1,6 +1,6 @@
-"""The report of :func:`embedcam.audit`: Markdown, self-contained HTML and the example figure.
+"""The report of `embedcam.audit`: Markdown, self-contained HTML and the example figure.
 
-The report formats an :class:`~embedcam.audit.AuditResult` and draws the maps that the audit
+The report formats an `AuditResult` and draws the maps that the audit
 computed for its example figure; it never runs a CAM itself.
 """
 
@@ -40,7 +40,7 @@ def _pct(x: float | None) -> str:
 
 
 def audit_report(result: AuditResult, folder: str | Path | None = None) -> Report:
-    """Build the :class:`~embedcam.report.Report` of an audit.
+    """Build the `Report` of an audit.
 
     Args:
         result: The audit.
@@ -209,7 +209,7 @@ def _spread(positions: list[int], labels: list[int], n: int) -> list[int]:
 
 @dataclass
 class Examples:
-    """The images and maps an example figure shows (computed by :func:`embedcam.audit`).
+    """The images and maps an example figure shows (computed by `embedcam.audit`).
 
     Attributes:
         positions: Query positions shown, misclassified ones first.
@@ -311,7 +311,7 @@ def _short(text: str, n: int = 30) -> str:
 
 
 def comparison_report(comparison: Comparison, results: Sequence[AuditResult]) -> Report:
-    """A report of :func:`embedcam.compare`: Table 1 and the paired tests.
+    """A report of `embedcam.compare`: Table 1 and the paired tests.
 
     Args:
         comparison: The comparison.

@@ -6,7 +6,7 @@ be mailed, archived or opened from disk without a network. The Markdown file is 
 for reading on a code host: tables in GitHub Markdown, figures as links relative to the Markdown
 file's folder.
 
-Example:
+Examples:
     >>> import tempfile
     >>> from pathlib import Path
     >>> rep = Report("Run 1")
@@ -125,7 +125,7 @@ def markdown_table(
         ShapeError: If a row (named by its index) or ``align`` has the wrong number of entries.
         ConfigurationError: If an ``align`` entry is unknown.
 
-    Example:
+    Examples:
         >>> print(markdown_table(["loss", "acc"], [["triplet", "0.80"], ["a|b", 1]], ["l", "r"]))
         | loss | acc |
         | :--- | ---: |
@@ -244,7 +244,7 @@ class Report:
     Raises:
         EmbedcamValueError: If ``title`` is not a non-empty string.
 
-    Example:
+    Examples:
         >>> rep = Report("SKU benchmark")
         >>> rep.add_paragraph("Semi-hard mining looks at the **object** more often.")
         >>> len(rep)

@@ -9,7 +9,7 @@ The heat-map overlay follows the usual Grad-CAM display (Selvaraju et al., "Grad
 Explanations from Deep Networks via Gradient-based Localization", ICCV 2017): a colour-mapped map
 blended semi-transparently over the image.
 
-Example:
+Examples:
     >>> import tempfile, torch
     >>> from pathlib import Path
     >>> from embedcam.report import GridCell, image_grid
@@ -159,7 +159,7 @@ class GridCell:
         EmbedcamValueError: If values are non-finite or outside ``[0, 1]``, or a box is empty.
         ConfigurationError: If ``border`` is not a colour matplotlib knows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> cell = GridCell(torch.zeros(3, 8, 8), title="a", boxes=torch.tensor([[1, 1, 4, 5]]))
         >>> cell.title
@@ -319,7 +319,7 @@ def image_grid(
             ``dpi`` or ``map_alpha`` are out of range.
         ConfigurationError: If ``map_cmap`` or ``box_color`` is unknown to matplotlib.
 
-    Example:
+    Examples:
         >>> import tempfile, torch
         >>> from pathlib import Path
         >>> from PIL import Image

@@ -4,7 +4,7 @@ The classifier and its evaluation live in the library (:mod:`embedcam.classify`,
 choices made where the paper is silent are documented); this module re-exports them and adds
 :func:`embed`, the whole-dataset embedding pass of the example.
 
-Example:
+Examples:
     >>> import torch
     >>> from paper_sku.knn import knn_predict, evaluate
     >>> gallery = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])

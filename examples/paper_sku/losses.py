@@ -26,7 +26,7 @@ Numerics: distances and losses are computed in float64 and cast back to the embe
 ``sigma >= 0.05`` on normalised embeddings; a result that would overflow raises an error instead of
 returning ``inf``. The Euclidean square root has a zero gradient at zero distance, not NaN.
 
-Example:
+Examples:
     >>> import torch
     >>> import torch.nn.functional as F
     >>> from paper_sku.losses import TripletLoss
@@ -274,7 +274,7 @@ class FocalTripletLoss(TripletLoss):
     Raises:
         ConfigurationError: If ``margin`` or ``sigma`` is not positive.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from paper_sku.losses import FocalTripletLoss
         >>> loss = FocalTripletLoss(margin=0.2, sigma=0.05)
@@ -321,7 +321,7 @@ def difference_degree(
     Raises:
         ConfigurationError: If ``mode`` is unknown.
 
-    Example:
+    Examples:
         >>> import torch
         >>> table = torch.tensor([[0, 0], [0, 1], [1, 0]])  # (category, group)
         >>> difference_degree(table).tolist()
@@ -442,7 +442,7 @@ class FlexibleMarginTripletLoss(FocalTripletLoss):
         margin_table: ``(C, C)`` float64 margin of every ordered pair of classes (diagonal 0).
         known: ``(C,)`` bool, which class ids the table covers.
 
-    Example:
+    Examples:
         >>> from paper_sku.losses import FlexibleMarginTripletLoss
         >>> table = {0: ("dairy", "milk"), 1: ("dairy", "yogurt"), 2: ("snacks", "chips")}
         >>> loss = FlexibleMarginTripletLoss(0.25, extra_labels=table)

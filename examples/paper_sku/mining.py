@@ -24,7 +24,7 @@ distance* ``dist[a, n] - margins[a, n]``: a smaller value means a larger loss.
   Re-Identification*, 2017): per anchor the farthest positive and the negative with the smallest
   effective distance; mean over anchors.
 
-Example:
+Examples:
     Anchors 1 and 3 have no negative farther than their positive, so they take the farthest one.
 
     >>> import torch

@@ -23,7 +23,7 @@ Choices where the paper is silent (and why):
   (``features.block0.relu`` ... ``features.block4.relu``) so "the block before last" can be
   explained too.
 
-Example:
+Examples:
     >>> import torch
     >>> from paper_sku.model import PaperCNN
     >>> model = PaperCNN(width=0.25, in_size=64)

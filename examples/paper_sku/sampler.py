@@ -17,7 +17,7 @@ Choices:
   global RNG is untouched), so the state to save for an exact resume is just the epoch. Call
   :meth:`PKSampler.set_epoch` before each epoch, as with ``DistributedSampler``.
 
-Example:
+Examples:
     >>> from paper_sku.sampler import PKSampler
     >>> sampler = PKSampler([0, 0, 0, 1, 1, 2, 2, 2], p=2, k=2, seed=0)
     >>> batches = list(sampler)

@@ -23,7 +23,7 @@ Choices where the paper is silent (and why):
   of the epoch, so ``resume=True`` continues exactly where an uninterrupted run would be. Only the
   last epoch is kept (a full-width model with Adam state is ~80 MB).
 
-Example:
+Examples:
     >>> import torch
     >>> from torch.utils.data import TensorDataset
     >>> from paper_sku.train import TrainConfig, train
@@ -317,7 +317,7 @@ def l2_penalty(model: nn.Module, weight_decay: float) -> torch.Tensor:
     Returns:
         Scalar tensor (differentiable).
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> lin = nn.Linear(2, 1)
         >>> _ = lin.weight.data.copy_(torch.tensor([[3.0, 4.0]]))
