@@ -1147,9 +1147,10 @@ _AUDIT_DESCRIPTION = """\
 Audit an embedding model on a Roboflow export (any layout: folder, CSV, COCO, YOLO, VOC; unzip it
 first). The gallery split (default train) gives the class centroids and the kNN gallery; every
 image of the query split (default test) is classified (kNN or nearest centroid), explained with
-each --recipe, and, where the export has boxes, judged: is the evidence on the object? The valid
-split, when the export has one, calibrates the judge. The audit writes records/ (one Parquet row
-per image and recipe), results.json, report.md and a self-contained report.html to --out, and
+each --recipe, and, where the export has boxes, judged: is the evidence on the object? With boxes,
+background interventions (BG-gap) run on the query and valid splits. The valid split, when the
+export has one, is classified too. The audit writes records/ (one Parquet row per image and
+recipe), results.json, report.md, a self-contained report.html and examples.png to --out, and
 prints a summary table (macro F1, accuracy, errors, features correct).
 """
 
