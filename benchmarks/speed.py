@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/speed.py [--quick] [--json PATH] [--device cpu|cuda]
+    python benchmarks/speed.py --gradcam-overhead [--repeats N] [--json PATH]
 
 Measures, in one process with interleaved repeats and medians, images per second of a plain
 inference forward (the floor), embedcam's native Grad-CAM / Grad-CAM++ / HiResCAM, embedcam's
@@ -14,6 +15,11 @@ memory is measured per configuration in a fresh subprocess, as the extra over th
 resident memory before the call (CPU: VmHWM after resetting it; CUDA: max_memory_allocated).
 Also: end-to-end explain throughput on a synthetic shelf dataset (centroids + CAMs + scores) and
 scoring throughput. The JSON keys are documented in benchmarks/README.md.
+
+``--gradcam-overhead`` measures only the cost of embedcam's ``grad-cam`` adapter: pytorch-grad-cam
+called directly with a per-sample cosine target to one fixed reference vector (a persistent
+instance, and one per call as in a ``with`` block), embedcam's ``backend="grad-cam"`` and
+``backend="native"`` with the equivalent ``ReferenceTarget``; interleaved, medians, one process.
 """
 
 from __future__ import annotations
@@ -358,6 +364,161 @@ def scoring_throughput(n_maps: int, chunk: int, device: torch.device) -> dict[st
     return {"maps": done, "chunk": chunk, "seconds": total, "maps_per_s": done / total}
 
 
+# ------------------------------------------------------------------ grad-cam adapter overhead
+
+OVERHEAD_SCHEMA = "embedcam.speed.gradcam-overhead/1"
+
+OVERHEAD_CONFIGS = ["pgc-direct", "pgc-direct-with", "embedcam-grad-cam", "embedcam-native"]
+
+
+def build_overhead_runners(
+    model: nn.Module, layer: nn.Module, images: torch.Tensor
+) -> dict[str, Callable[[], Any]]:
+    """Grad-CAM of the cosine to one fixed reference vector, four ways, on the same batch.
+
+    * ``pgc-direct``: one ``pytorch_grad_cam.GradCAM`` kept across calls (what a script that
+      builds it once does); the instance keeps its last graph (``retain_graph=True``) alive in
+      ``.outputs`` until the next call.
+    * ``pgc-direct-with``: a new instance per call in a ``with`` block (the library's README
+      pattern), so the graph is freed after each call, as embedcam's adapter does.
+    * ``embedcam-grad-cam``, ``embedcam-native``: ``EmbeddingCAM`` with ``ReferenceTarget(ref)``.
+
+    Every pytorch-grad-cam target is a per-sample callable ``cos(output_i, ref)``.
+    """
+    import pytorch_grad_cam
+
+    import embedcam as ec
+
+    torch.manual_seed(1)
+    with torch.inference_mode():
+        dim = model(images[:1]).shape[1]
+    ref = torch.randn(dim, device=images.device)
+    targets = [_Similarity(ref) for _ in range(images.shape[0])]
+    target = ec.ReferenceTarget(ref)
+    persistent = pytorch_grad_cam.GradCAM(model=model, target_layers=[layer])
+    adapter = ec.EmbeddingCAM(model, layer, method="gradcam", backend="grad-cam")
+    native = ec.EmbeddingCAM(model, layer, method="gradcam")
+
+    def direct() -> Any:
+        out = persistent(input_tensor=images, targets=targets)
+        model.zero_grad(set_to_none=True)  # the library leaves parameter gradients behind
+        return out
+
+    def direct_with() -> Any:
+        with pytorch_grad_cam.GradCAM(model=model, target_layers=[layer]) as cam:
+            out = cam(input_tensor=images, targets=targets)
+        model.zero_grad(set_to_none=True)
+        return out
+
+    return {
+        "pgc-direct": direct,
+        "pgc-direct-with": direct_with,
+        "embedcam-grad-cam": lambda: adapter(images, target),
+        "embedcam-native": lambda: native(images, target),
+    }
+
+
+def _rusage() -> tuple[float, int]:
+    """(system CPU seconds, minor page faults) of this process so far; zeros where unavailable."""
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return 0.0, 0
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_stime, u.ru_minflt
+
+
+def gradcam_overhead(
+    names: list[str], repeats: int, quick: bool, device: torch.device
+) -> dict[str, Any]:
+    """Time :func:`build_overhead_runners` per model: interleaved, rotating order, medians.
+
+    Besides wall time, every call's system CPU time and minor page faults are recorded: freeing a
+    whole-network graph after a call and faulting the memory back in on the next one shows up
+    there, not in the user CPU time.
+    """
+    out: dict[str, Any] = {}
+    for name in names:
+        size, full, small = MODELS[name]
+        batch = small if quick else full
+        model, layer = build_model(name)
+        model.to(device)
+        images = make_images(name, batch, device)
+        runners = build_overhead_runners(model, layer, images)
+        for run in runners.values():  # warm-up
+            run()
+        _sync(device)
+        rec: dict[str, dict[str, list[float]]] = {
+            c: {"times_s": [], "sys_s": [], "minor_faults": []} for c in runners
+        }
+        configs = list(runners)
+        for r in range(repeats):
+            for c in configs[r % len(configs) :] + configs[: r % len(configs)]:
+                _sync(device)
+                sys0, flt0 = _rusage()
+                start = time.perf_counter()
+                runners[c]()
+                _sync(device)
+                rec[c]["times_s"].append(time.perf_counter() - start)
+                sys1, flt1 = _rusage()
+                rec[c]["sys_s"].append(sys1 - sys0)
+                rec[c]["minor_faults"].append(flt1 - flt0)
+        summary: dict[str, Any] = {}
+        for c, v in rec.items():
+            med = statistics.median(v["times_s"])
+            summary[c] = {
+                **v,
+                "median_s": med,
+                "images_per_s": batch / med,
+                "median_sys_s": statistics.median(v["sys_s"]),
+                "median_minor_faults": statistics.median(v["minor_faults"]),
+            }
+        rate = {c: v["images_per_s"] for c, v in summary.items()}
+        out[name] = {
+            "input_size": size,
+            "batch": batch,
+            "configs": summary,
+            "ratios": {
+                "grad_cam_over_pgc_direct": rate["embedcam-grad-cam"] / rate["pgc-direct"],
+                "grad_cam_over_pgc_direct_with": rate["embedcam-grad-cam"]
+                / rate["pgc-direct-with"],
+                "native_over_pgc_direct": rate["embedcam-native"] / rate["pgc-direct"],
+            },
+        }
+        del runners, model
+    return out
+
+
+def print_overhead(result: dict[str, Any]) -> None:
+    """Rich table of a ``--gradcam-overhead`` run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    m = result["machine"]
+    console.print(
+        f"[bold]machine[/]: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
+        f"torch {m['torch']}, grad-cam {m.get('grad_cam', '?')}, device {m['device']}"
+    )
+    for name, rec in result["models"].items():
+        table = Table(
+            title=f"{name}: batch {rec['batch']} at {rec['input_size']}x{rec['input_size']}, "
+            f"median of {result['settings']['repeats']} interleaved repeats"
+        )
+        for col in ("config", "images/s", "ms/batch", "sys s/call", "minor faults/call"):
+            table.add_column(col, justify="left" if col == "config" else "right")
+        for cfg, c in rec["configs"].items():
+            table.add_row(
+                cfg,
+                f"{c['images_per_s']:.1f}",
+                f"{c['median_s'] * 1000:.0f}",
+                f"{c['median_sys_s']:.2f}",
+                f"{c['median_minor_faults']:.0f}",
+            )
+        console.print(table)
+        console.print("  ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in rec["ratios"].items()))
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -381,6 +542,16 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
     return info
+
+
+def _dist_version(dist: str) -> str | None:
+    """Installed version of a distribution, or ``None``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def ratios(rate: dict[str, float]) -> dict[str, float]:
@@ -479,6 +650,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "speed")
     parser.add_argument(
+        "--gradcam-overhead",
+        action="store_true",
+        help="only time pytorch-grad-cam direct vs embedcam's grad-cam and native backends",
+    )
+    parser.add_argument(
         "--memory-child", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS
     )
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -490,6 +666,23 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device(args.device)
     repeats = args.repeats or (2 if args.quick else 7)
+    if args.gradcam_overhead:
+        import pytorch_grad_cam
+
+        machine = machine_info(device)
+        machine["grad_cam"] = getattr(pytorch_grad_cam, "__version__", None) or _dist_version(
+            "grad-cam"
+        )
+        overhead = {
+            "schema": OVERHEAD_SCHEMA,
+            "machine": machine,
+            "settings": {"quick": args.quick, "repeats": repeats, "device": str(device)},
+            "models": gradcam_overhead(args.models, repeats, args.quick, device),
+        }
+        print_overhead(overhead)
+        if args.json:
+            write_json(args.json, overhead)
+        return 0
     result: dict[str, Any] = {
         "schema": SCHEMA,
         "machine": machine_info(device),

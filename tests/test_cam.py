@@ -479,3 +479,91 @@ def test_frozen_model_works_with_every_backend():
     ]
     assert all((m - maps[0]).abs().max().item() <= 1e-5 for m in maps[1:])
     assert not any(p.requires_grad or p.grad is not None for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- grad-cam adapter cost
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "eigencam"])
+def test_gradcam_backend_runs_one_forward_and_records_nothing_before_the_layer(method):
+    """One model forward per call; the graph the library's backward walks starts at the layer."""
+    model = make_small(14)
+    images = torch.randn(3, 3, 16, 24, requires_grad=True)
+    target = centroid_target(model, images.detach())
+    forwards = []
+    upstream = []
+    handles = [
+        model.register_forward_hook(lambda m, i, o: forwards.append(1)),
+        model.features[5].register_forward_hook(lambda m, i, o: upstream.append(o.requires_grad)),
+    ]
+    try:
+        res = ec.EmbeddingCAM(model, "features.10", method=method, backend="grad-cam")(
+            images, target
+        )
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(forwards) == 1
+    assert upstream == [False]  # no graph (and no backward) before the target layer
+    assert images.grad is None  # the caller's tensor is left alone
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())
+    native = ec.EmbeddingCAM(model, "features.10")(images.detach(), target)
+    assert torch.allclose(res.scores, native.scores, atol=1e-6)
+
+
+class SharedLayer(nn.Module):
+    """The same ReLU module runs twice: the graph cut must keep the second use connected."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(15)
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.conv1(x))
+        y = self.act(self.conv2(y) + y)
+        return self.head(y.mean(dim=(2, 3)))
+
+
+def test_gradcam_backend_equals_pytorch_grad_cam_direct_on_a_shared_layer():
+    import pytorch_grad_cam
+    import torch.nn.functional as F
+
+    model = SharedLayer().eval()
+    images = torch.randn(3, 3, 12, 16)
+    ref = torch.randn(12)
+    res = ec.EmbeddingCAM(model, "act", backend="grad-cam")(images, ec.ReferenceTarget(ref))
+    targets = [lambda out: F.cosine_similarity(out, ref, dim=0)] * images.shape[0]
+    with pytorch_grad_cam.GradCAM(model=model, target_layers=[model.act]) as cam:
+        direct = cam(input_tensor=images, targets=targets)
+    model.zero_grad(set_to_none=True)
+    assert not bool(res.empty.any())
+    assert (res.maps - torch.from_numpy(direct)).abs().max().item() <= 1e-5
+
+
+class SideBranch(nn.Module):
+    """A module that runs but does not feed the embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_small(16)
+        self.side = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.side(x)
+        return self.net(x)
+
+
+@pytest.mark.parametrize(("layer", "message"), [("unused", "did not run"), ("side", "not depend")])
+def test_gradcam_backend_layer_off_the_path(layer, message):
+    model = SideBranch()
+    model.unused = nn.Conv2d(3, 3, 1)
+    with pytest.raises(ConfigurationError, match=message):
+        ec.EmbeddingCAM(model, layer, backend="grad-cam")(
+            torch.randn(2, 3, 16, 16), ec.ReferenceTarget(torch.randn(16))
+        )
+    assert _hooks(model) == 0
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())

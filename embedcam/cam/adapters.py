@@ -9,6 +9,7 @@ maps are upsampled bilinearly (its default is nearest).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,91 @@ CAPTUM_CLASSES: dict[str, str] = {
 }
 
 
+@functools.cache
+def _capturing_class(method: str) -> type:
+    """pytorch-grad-cam's class for ``method``, keeping the signed map it computes before its ReLU.
+
+    Built once per method (not per call).
+    """
+    import pytorch_grad_cam
+
+    base = getattr(pytorch_grad_cam, GRADCAM_CLASSES[method])
+
+    class _Capturing(base):  # type: ignore[misc, valid-type]
+        raw_map: np.ndarray | None = None
+
+        def get_cam_image(self, *args: Any, **kwargs: Any) -> np.ndarray:
+            cam = super().get_cam_image(*args, **kwargs)
+            self.raw_map = np.asarray(cam, dtype=np.float32)
+            return cam
+
+    _Capturing.__name__ = _Capturing.__qualname__ = f"Capturing{base.__name__}"
+    return _Capturing
+
+
+class _GraphCutModel(EmbeddingModel):
+    """The embedding model as pytorch-grad-cam sees it, with the autograd graph cut at the layer.
+
+    :func:`run_gradcam` freezes the parameters and passes detached images, so nothing before the
+    target layer is recorded; a forward hook on the layer (:meth:`cut`) turns the layer's output
+    into a fresh leaf that requires grad, so the graph that the library's ``loss.backward()``
+    walks starts there. The gradient with respect to the layer output - all the library uses -
+    is unchanged; no backward through the layers before it and no weight gradients are computed,
+    and the activations before the layer are freed as the forward goes.
+    """
+
+    def __init__(
+        self, model: nn.Module, layer: nn.Module, embedding_fn: Callable[[Any], Tensor] | None
+    ) -> None:
+        super().__init__(model, embedding_fn)
+        self.__dict__["_layer"] = layer  # not a sub-module: it already is one of ``model``
+        self.uses_gradients = True
+        self._ran = False
+        self._cut = False
+
+    def cut(self, module: nn.Module, inputs: Any, output: Any) -> Tensor | None:
+        """Forward hook on the target layer: the first output of a recorded forward becomes a leaf.
+
+        Later calls of a shared layer in the same forward stay connected to it; forwards without
+        gradient recording (ScoreCAM's masked images) are left alone.
+        """
+        self._ran = True
+        if self._cut or not torch.is_grad_enabled() or not isinstance(output, Tensor):
+            return None
+        if not output.dtype.is_floating_point:
+            return None
+        self._cut = True
+        # A clone, so that an in-place op after the layer (ReLU(inplace=True)) sees a non-leaf,
+        # as it would without the cut.
+        return output.detach().requires_grad_(True).clone()
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._ran = self._cut = False
+        out = super().forward(x)
+        if not torch.is_grad_enabled():
+            return out
+        if not self._ran:
+            raise ConfigurationError(
+                f"target layer {self._name()!r} did not run in the forward pass; pick a layer on "
+                "the path from the image to the embedding"
+            )
+        if not self._cut:
+            raise ConfigurationError(
+                f"target layer {self._name()!r} does not return a float tensor; pick a layer "
+                "whose output is a feature map"
+            )
+        if self.uses_gradients and not out.requires_grad:
+            raise ConfigurationError(
+                f"the explained score does not depend on layer {self._name()!r}; pick a layer "
+                "on the path from the image to the embedding"
+            )
+        return out
+
+    def _name(self) -> str:
+        layer = self.__dict__["_layer"]
+        return next((n for n, m in self.model.named_modules() if m is layer), "?")
+
+
 def run_gradcam(
     model: nn.Module,
     layer: nn.Module,
@@ -53,37 +139,39 @@ def run_gradcam(
 
     ``maps`` are pytorch-grad-cam's own output (its ReLU, per-image scaling and OpenCV resize),
     ``raw`` is the signed map it computed before its ReLU, ``scores`` the explained scores.
+
+    The library runs one forward and its ``loss.backward()`` on a graph cut at the target layer
+    (see :class:`_GraphCutModel`): same activations, same gradients, same maps, but neither the
+    backward through the layers before the target layer nor weight gradients, and far less memory
+    (on CPU, freeing the whole-network graph after each call and faulting it back in on the next
+    one cost ~0.7 M page faults and over a second of system time per ResNet-50 batch of 16; see
+    benchmarks/README.md). Parameters' ``requires_grad`` flags are restored afterwards.
     """
-    import pytorch_grad_cam
-
-    base = getattr(pytorch_grad_cam, GRADCAM_CLASSES[method])
-
-    class _Capturing(base):  # type: ignore[misc, valid-type]
-        """Keeps the signed map that the library computes before its ReLU."""
-
-        raw_map: np.ndarray | None = None
-
-        def get_cam_image(self, *args: Any, **kwargs: Any) -> np.ndarray:
-            cam = super().get_cam_image(*args, **kwargs)
-            self.raw_map = np.asarray(cam, dtype=np.float32)
-            return cam
-
-    wrapped = EmbeddingModel(model, embedding_fn)
+    wrapped = _GraphCutModel(model, layer, embedding_fn)
     targets = target.as_gradcam_targets(images.shape[0])
     if len(targets) != images.shape[0]:  # the library would silently truncate
         raise ShapeError(f"{len(targets)} targets for {images.shape[0]} images")
-    cam = _Capturing(model=wrapped, target_layers=[layer], reshape_transform=reshape_transform)
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    # Registered before the library's hooks and prepended: they see the cut output.
+    handle = layer.register_forward_hook(wrapped.cut, prepend=True)
     try:
-        # The library captures gradients with tensor hooks, which need a graph: when every
-        # parameter is frozen, an input that requires grad provides one.
-        inputs = images
-        if not any(p.requires_grad for p in model.parameters()):
-            inputs = images.detach().clone().requires_grad_(True)
-        maps_np = cam(input_tensor=inputs, targets=targets)
-        with torch.no_grad():
-            scores = target(embed(cam.outputs, None)).detach()
+        for p in params:
+            p.requires_grad_(False)
+        cam = _capturing_class(method)(
+            model=wrapped, target_layers=[layer], reshape_transform=reshape_transform
+        )
+        wrapped.uses_gradients = bool(cam.uses_gradients)
+        try:
+            maps_np = cam(input_tensor=images.detach(), targets=targets)
+            with torch.no_grad():
+                scores = target(embed(cam.outputs, None)).detach()
+        finally:
+            cam.activations_and_grads.release()
     finally:
-        cam.activations_and_grads.release()
+        handle.remove()
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
     if cam.raw_map is None:
         raise ConfigurationError(f"pytorch-grad-cam produced no map for method {method!r}")
     device = images.device
