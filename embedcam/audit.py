@@ -939,7 +939,10 @@ class Comparison(BaseModel):
 
 
 def compare(
-    results: Sequence[AuditResult] | Mapping[str, AuditResult], *, recipe: str | None = None
+    results: Sequence[AuditResult] | Mapping[str, AuditResult],
+    *,
+    recipe: str | None = None,
+    out: str | os.PathLike[str] | None = None,
 ) -> Comparison:
     """Compare audits of several models on the same query images (the paper's Table 1).
 
@@ -951,6 +954,8 @@ def compare(
     Args:
         results: Audits (their ``name`` labels the rows) or a mapping name -> audit.
         recipe: The recipe name whose verdicts count (default: the first recipe of the first).
+        out: Folder to write ``comparison.md``, a self-contained ``comparison.html`` and then
+            ``comparison.json`` to (rank 0 only under torch.distributed).
 
     Returns:
         The `Comparison`.
@@ -1025,6 +1030,16 @@ def compare(
                     high=_f(ci.high),
                 )
             )
-    return Comparison(
+    comparison = Comparison(
         recipe=key, hard_images=hard.tolist(), rows=rows, cochran_q_p=q_p, pairwise=pairs
     )
+    if out is not None and _dist.rank_world()[0] == 0:
+        from embedcam.report.audit import comparison_report
+
+        folder = Path(out)
+        (folder / "comparison.json").unlink(missing_ok=True)
+        rep = comparison_report(comparison)
+        rep.write_markdown(folder / "comparison.md")
+        rep.write_html(folder / "comparison.html")
+        atomic_write_text(folder / "comparison.json", comparison.model_dump_json(indent=2))
+    return comparison

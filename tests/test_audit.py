@@ -180,12 +180,15 @@ def _fake(name: str, pred: list[int], verdict: list[bool]) -> AuditResult:
     )
 
 
-def test_compare_hand_computed():
+def test_compare_hand_computed(tmp_path):
     # images 0-3 are hard (someone errs); a gets 0, 1, 3 right with features, b none
     a = _fake("a", [0, 1, 1, 1, 0, 1], [True, True, True, True, True, True])
     b = _fake("b", [1, 0, 0, 0, 0, 1], [True, True, True, False, True, True])
-    cmp = ec.compare([a, b])
+    cmp = ec.compare([a, b], out=tmp_path)
     assert cmp.hard_images == [0, 1, 2, 3]
+    assert ec.Comparison.model_validate_json((tmp_path / "comparison.json").read_text()) == cmp
+    assert "3/4 (75.0%)" in (tmp_path / "comparison.md").read_text()
+    assert "McNemar" in (tmp_path / "comparison.html").read_text()
     rows = {r.name: r for r in cmp.rows}
     assert rows["a"].hard_correct.k == 3 and rows["a"].hard_correct.n == 4  # 0, 1, 3
     assert rows["b"].hard_correct.k == 1  # image 2 (class right, features right)

@@ -310,12 +310,11 @@ def _short(text: str, n: int = 30) -> str:
     return text if len(text) <= n else text[: n // 2 - 1] + "..." + text[-(n // 2 - 2) :]
 
 
-def comparison_report(comparison: Comparison, results: Sequence[AuditResult]) -> Report:
+def comparison_report(comparison: Comparison) -> Report:
     """A report of `embedcam.compare`: Table 1 and the paired tests.
 
     Args:
         comparison: The comparison.
-        results: The audits compared (for their classification rows).
 
     Returns:
         The report.
