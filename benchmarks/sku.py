@@ -6,11 +6,14 @@ Usage::
         [--data PATH --extra-labels FILE] [--config FILE] [--seeds N] [--set key=value ...]
 
 Trains the paper's CNN with the triplet, focal-triplet and flexible-margin losses (and, on
-synthetic data, a control without the background shortcut), classifies the test images with kNN,
-explains every (hard image, model) against the true-class centroid, judges "features correct"
-against the boxes, and prints Table 1 with Wilson intervals and paired tests; then answers the
-paper's question with interventions, a recipe comparison and a calibrated judge. Writes
-``results.json``, ``table1.md``, ``report.md``, ``report.html`` and ``figures/`` to ``--out``.
+synthetic data, a control without the background shortcut), audits each model with
+``embedcam.audit`` (kNN classification, every test image explained against its true-class
+centroid and judged against the boxes, background interventions) and prints Table 1 from
+``embedcam.compare`` with Wilson intervals and paired tests; then answers the paper's question
+with the interventions, a recipe comparison and a judge calibrated on a separate split. Writes
+``results.json``, ``table1.md``, ``report.md``, ``report.html``, ``figures/`` and one audit
+folder per model and split (``audits/``: the library's report and per-image records) to
+``--out``.
 Data and checkpoints are cached (``--cache``), so a re-run reuses them and an interrupted run
 resumes.
 """
@@ -40,7 +43,7 @@ from rich.progress import (  # noqa: E402
 from skubench import analysis, report  # noqa: E402
 from skubench.config import PRESETS, build_config  # noqa: E402
 from skubench.data import load_data  # noqa: E402
-from skubench.evaluate import evaluate_model, intervention_images  # noqa: E402
+from skubench.evaluate import audit_model, figure_maps  # noqa: E402
 from skubench.io import atomic_write_json  # noqa: E402
 from skubench.models import train_all  # noqa: E402
 
@@ -96,21 +99,14 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "'features correct' and everything else that judges maps needs a COCO, YOLO or VOC "
             "export; running the classification part only[/]"
         )
-    intervened = {}
-    if data.splits["test"].masks is not None:
-        intervened = {
-            s: intervention_images(data, s, seed=cfg.data.seed)
-            for s in ("valid", "test")
-            if s in data.splits
-        }
-    seeds, train_times = [], {}
+    seeds, train_times, audit_times = [], {}, {}
     figures: list = []
     for seed in cfg.seeds:
         trained = train_all(cfg, data, cache, seed, console)
         train_times.update({f"{t.name}-seed{seed}": t.seconds for t in trained})
-        evals = []
+        audits = []
         with Progress(
-            TextColumn("[bold]explain, score, intervene"),
+            TextColumn("[bold]audit (classify, explain, score, intervene)"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("models"),
@@ -118,14 +114,19 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             console=console,
             transient=True,
         ) as bar:
-            task = bar.add_task("evaluate", total=len(trained))
+            task = bar.add_task("audit", total=len(trained))
             for t in trained:
-                evals.append(evaluate_model(t, data, cfg, intervened))
+                t0 = time.perf_counter()
+                audits.append(audit_model(t, data, cfg, out))
+                audit_times[f"{t.name}-seed{seed}"] = time.perf_counter() - t0
                 bar.advance(task)
-        res = analysis.seed_result(evals, data, cfg, seed)
+        res = analysis.seed_result(audits, data, cfg, seed)
         seeds.append(res)
         if seed == cfg.seeds[0]:
-            figures = report.make_figures(evals, data, cfg, res, out)
+            plan = report.figure_plan(res, data, cfg)
+            if plan:
+                maps = figure_maps(trained, data, cfg, [i for v in plan.values() for i in v])
+                figures = report.make_figures(res, plan, maps, data, cfg, out)
     results = {
         "schema": SCHEMA,
         "config": cfg.model_dump(mode="json"),
@@ -145,6 +146,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "timings": {
             "data_s": t_data,
             "train_s": train_times,
+            "audit_s": audit_times,
             "total_s": time.perf_counter() - t_start,
         },
         "figures": [str(p.relative_to(out)) for p, _ in figures],

@@ -1,7 +1,10 @@
-"""From per-image measurements to the tables: Table 1, paired statistics, separation, calibration.
+"""From the audits to the tables: Table 1, the control row, separation, calibration.
 
-Every function takes the :class:`~skubench.evaluate.ModelEval` records of one seed and returns
-plain JSON-ready dicts, so results.json holds every number the report shows.
+Table 1 on the hard images and the paired tests come from :func:`embedcam.compare` over the loss
+models' audits; what is specific to the paper stays here: the control row on the same hard
+images, the shortcut check, which recipe separates the shortcut-trained models from the control,
+and the judge calibrated against an interventional ground truth. Every function returns plain
+JSON-ready dicts, so results.json holds every number the report shows.
 """
 
 from __future__ import annotations
@@ -10,14 +13,13 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 import embedcam as ec
+from embedcam.audit import Rate
 
 from .config import SkuConfig
 from .data import Data
-from .evaluate import ModelEval
+from .evaluate import ModelAudit, recipe_records
 from .models import CONTROL
 
 #: Score thresholds tried per criterion when calibrating the judge.
@@ -28,155 +30,184 @@ THRESHOLDS: dict[str, tuple[float, ...]] = {
     "region_iou": (0.2, 0.3, 0.4, 0.5),
     "wsol": (0.3, 0.5),
 }
-#: Which stored score each criterion thresholds.
-CRITERION_SCORE = {
-    "paper": "positive_share",
-    "energy": "energy_in_box",
-    "pointing": "pointing_game",
-    "region_iou": "region_iou",
-    "wsol": "wsol_box_iou",
-}
+#: The :class:`embedcam.Judge` field that holds each criterion's threshold.
+THRESHOLD_FIELD = {"paper": "share", "energy": "energy", "region_iou": "iou", "wsol": "box_iou"}
 
 
-def _f(x: float) -> float | None:
+def _f(x: float | None) -> float | None:
     """JSON-safe float (NaN -> None)."""
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def hard_images(evals: list[ModelEval], labels: Tensor, losses: list[str]) -> Tensor:
-    """Test images misclassified by at least one of the loss models (the paper's hard set)."""
-    wrong = torch.zeros_like(labels, dtype=torch.bool)
-    for ev in evals:
-        if ev.name in losses:
-            wrong |= ev.splits["test"].pred != labels
-    return wrong.nonzero().flatten()
+def judge_of(criterion: str, threshold: float) -> ec.Judge:
+    """The library judge of one calibration candidate."""
+    field = THRESHOLD_FIELD.get(criterion)
+    return ec.Judge(criterion=criterion, **({field: threshold} if field else {}))
 
 
-def verdict(cs: Any, criterion: str, threshold: float) -> Tensor:
-    """Judge verdict from stored scores: score >= threshold, never with no evidence (NaN = no)."""
-    s = cs.scores[CRITERION_SCORE[criterion]]
-    return (s >= threshold) & ~cs.no_evidence & ~torch.isnan(s)
+def _labels(audits: list[ModelAudit]) -> np.ndarray:
+    return np.array(audits[0].test.per_image.labels)
 
 
-def table1(evals: list[ModelEval], data: Data, cfg: SkuConfig, hard: Tensor) -> dict[str, Any]:
-    """The paper's Table 1 with Wilson intervals, for the first (paper) recipe and first method."""
-    labels = data.splits["test"].labels
-    recipe, method = cfg.recipes[0].name, cfg.methods[0]
-    rows = []
-    for ev in evals:
-        t = ev.splits["test"]
-        class_ok = (t.pred == labels)[hard]
-        row: dict[str, Any] = {
-            "model": ev.name,
-            "macro_f1": ev.macro_f1,
-            "errors": ev.errors,
-            "class_correct_hard": int(class_ok.sum()),
-        }
-        if (recipe, method) in t.cams:
-            feat = t.cams[recipe, method].verdict[hard]
-            both = class_ok & feat
-            k, n = int(both.sum()), int(hard.numel())
-            ci = ec.stats.wilson_interval(k, n) if n else None
-            row.update(
-                features_correct_hard=int(feat.sum()),
-                hard_correct=k,
-                hard_correct_pct=100.0 * k / n if n else None,
-                wilson_low=_f(100 * ci.low) if ci else None,
-                wilson_high=_f(100 * ci.high) if ci else None,
-            )
-        rows.append(row)
+def _pred(audit: ec.AuditResult) -> np.ndarray:
+    return np.array(audit.per_image.pred)
+
+
+def hard_images(audits: list[ModelAudit], losses: list[str]) -> list[int]:
+    """Test images misclassified by at least one of the loss models (the paper's hard set).
+
+    What :func:`embedcam.compare` computes; needed here only where it cannot run (one loss
+    model, or no boxes to judge features by).
+    """
+    labels = _labels(audits)
+    wrong = np.zeros(len(labels), dtype=bool)
+    for a in audits:
+        if a.name in losses:
+            wrong |= _pred(a.test) != labels
+    return np.nonzero(wrong)[0].tolist()
+
+
+def _rate_fields(rate: Rate, calibrated: bool = False) -> dict[str, Any]:
+    """A Table 1 cell as results.json stores it: count, percent and Wilson bounds in percent."""
+    names = (
+        ("hard_correct_calibrated", "hard_correct_calibrated_pct")
+        + ("calibrated_wilson_low", "calibrated_wilson_high")
+        if calibrated
+        else ("hard_correct", "hard_correct_pct", "wilson_low", "wilson_high")
+    )
+    pct = [None if x is None else 100.0 * x for x in (rate.rate, rate.low, rate.high)]
+    return dict(zip(names, [rate.k, *pct]))
+
+
+def row_on_hard(audit: ec.AuditResult, hard: list[int], recipe: str) -> dict[str, Any]:
+    """A model's Table 1 outcome on given hard images (the control row: not part of the hard
+    set's definition, so not one of the compared audits)."""
+    labels = np.array(audit.per_image.labels)
+    ok = (_pred(audit) == labels)[hard]
+    verdict = np.array(audit.per_image.verdict[recipe], dtype=bool)[hard]
     return {
-        "n_hard": int(hard.numel()),
-        "n_test": int(labels.numel()),
-        "recipe": recipe,
-        "method": method,
+        "class_correct_hard": int(ok.sum()),
+        "rate": Rate.of(ok & verdict),
+    }
+
+
+def _with_verdicts(audit: ec.AuditResult, recipe: str, verdicts: list[bool]) -> ec.AuditResult:
+    """A copy of an audit whose per-image verdicts for ``recipe`` are replaced."""
+    pi = audit.per_image
+    return audit.model_copy(
+        update={"per_image": pi.model_copy(update={"verdict": {**pi.verdict, recipe: verdicts}})}
+    )
+
+
+def compare_losses(
+    audits: list[ModelAudit], cfg: SkuConfig, recipe: str, verdicts: dict[str, list[bool]] | None
+) -> ec.Comparison | None:
+    """:func:`embedcam.compare` over the loss models (``verdicts`` replaces the audits')."""
+    losses = [a for a in audits if a.name in cfg.losses]
+    if len(losses) < 2:
+        return None
+    results = [
+        a.test if verdicts is None else _with_verdicts(a.test, recipe, verdicts[a.name])
+        for a in losses
+    ]
+    return ec.compare(results, recipe=recipe)
+
+
+def table1(
+    audits: list[ModelAudit], data: Data, cfg: SkuConfig
+) -> tuple[dict[str, Any], ec.Comparison | None]:
+    """The paper's Table 1 with Wilson intervals, for the first recipe and first method."""
+    key = cfg.table1_recipe
+    comp = compare_losses(audits, cfg, key, None) if data.has_boxes else None
+    hard = comp.hard_images if comp is not None else hard_images(audits, cfg.losses)
+    by_name = {r.name: r for r in comp.rows} if comp is not None else {}
+    labels = _labels(audits)
+    rows = []
+    for a in audits:
+        ok = (_pred(a.test) == labels)[hard]
+        row: dict[str, Any] = {
+            "model": a.name,
+            "macro_f1": a.test.macro_f1,
+            "errors": a.test.errors,
+            "class_correct_hard": int(ok.sum()),
+        }
+        if data.has_boxes:
+            if a.name in by_name:
+                r = by_name[a.name]
+                row["class_correct_hard"], rate = r.class_correct_hard, r.hard_correct
+            else:
+                own = row_on_hard(a.test, hard, key)
+                row["class_correct_hard"], rate = own["class_correct_hard"], own["rate"]
+            feat = np.array(a.test.per_image.verdict[key], dtype=bool)[hard]
+            row["features_correct_hard"] = int(feat.sum())
+            row.update(_rate_fields(rate))
+        rows.append(row)
+    spec = cfg.recipes[0]
+    t1 = {
+        "n_hard": len(hard),
+        "n_test": int(labels.size),
+        "recipe": spec.name,
+        "method": cfg.methods[0],
         "criterion": cfg.judge_criterion,
         "rows": rows,
     }
+    return t1, comp
 
 
-def outcomes_on_hard(
-    evals: list[ModelEval], data: Data, cfg: SkuConfig, hard: Tensor
-) -> dict[str, np.ndarray]:
-    """Per model, the (n_hard,) bool "class and features correct" outcome."""
-    labels = data.splits["test"].labels
-    key = (cfg.recipes[0].name, cfg.methods[0])
-    out = {}
-    for ev in evals:
-        t = ev.splits["test"]
-        if key in t.cams:
-            out[ev.name] = ((t.pred == labels) & t.cams[key].verdict)[hard].numpy()
-    return out
-
-
-def paired_stats(outcomes: dict[str, np.ndarray], losses: list[str]) -> dict[str, Any]:
+def paired_stats(comp: ec.Comparison | None, cfg: SkuConfig) -> dict[str, Any]:
     """Cochran's Q over the loss models, pairwise exact McNemar (Holm), Newcombe intervals."""
-    names = [n for n in losses if n in outcomes]
-    if len(names) < 2 or len(outcomes[names[0]]) == 0:
+    if comp is None or not comp.hard_images:
+        names = [r.name for r in comp.rows] if comp is not None else list(cfg.losses)
         return {"models": names, "cochran_q": None, "pairwise": []}
-    mat = np.stack([outcomes[n] for n in names], axis=1)
-    q = ec.stats.cochran_q(mat) if len(names) >= 3 else None
-    pairs = ec.stats.pairwise_mcnemar(mat)
-    rows = []
-    for pr in pairs:
-        a, b = names[pr.i], names[pr.j]
-        ci = ec.stats.newcombe_paired_interval(outcomes[a], outcomes[b])
-        rows.append(
-            {
-                "a": a,
-                "b": b,
-                "only_a": pr.b,
-                "only_b": pr.c,
-                "p_value": _f(pr.p_value),
-                "p_holm": _f(pr.p_holm),
-                "reject_at_0.05": bool(pr.reject),
-                "diff": _f(ci.estimate),
-                "newcombe_low": _f(ci.low),
-                "newcombe_high": _f(ci.high),
-            }
-        )
     return {
-        "models": names,
-        "cochran_q": None
-        if q is None
-        else {
-            "statistic": _f(q.statistic),
-            "df": q.df,
-            "p_value": _f(q.p_value),
-        },
-        "pairwise": rows,
+        "models": [r.name for r in comp.rows],
+        "cochran_q": None if comp.cochran_q_p is None else {"p_value": comp.cochran_q_p},
+        "pairwise": [
+            {
+                "a": p.a,
+                "b": p.b,
+                "only_a": p.only_a,
+                "only_b": p.only_b,
+                "p_value": p.p_value,
+                "p_holm": p.p_holm,
+                "reject_at_0.05": p.p_holm is not None and p.p_holm <= 0.05,
+                "diff": p.diff,
+                "newcombe_low": p.low,
+                "newcombe_high": p.high,
+            }
+            for p in comp.pairwise
+        ],
     }
 
 
-def model_summary(ev: ModelEval, data: Data) -> dict[str, Any]:
+def _queries_interventions(audit: ec.AuditResult) -> Any:
+    return next((iv for iv in audit.interventions if iv.split == "queries"), None)
+
+
+def model_summary(a: ModelAudit) -> dict[str, Any]:
     """Classification, convergence and background reliance of one model."""
-    test = ev.splits["test"]
-    labels = data.splits["test"].labels
+    c = a.test.classification
     rec: dict[str, Any] = {
-        "macro_f1": ev.macro_f1,
-        "errors": ev.errors,
-        "accuracy": test.accuracy,
-        "valid_accuracy": ev.splits["valid"].accuracy if "valid" in ev.splits else None,
-        "converged": ev.converged,
-        "train_seconds": ev.train_seconds,
-        "final_loss": _f(ev.final_loss),
-        "active_fraction": _f(ev.active_fraction),
+        "macro_f1": c.macro_f1,
+        "errors": c.errors,
+        "accuracy": c.accuracy,
+        "valid_accuracy": a.valid_accuracy,
+        "converged": a.converged,
+        "train_seconds": a.train_seconds,
+        "final_loss": _f(a.final_loss),
+        "active_fraction": _f(a.active_fraction),
     }
-    if test.interventions:
-        acc = {
-            k: float((v["pred"] == labels).float().mean()) for k, v in test.interventions.items()
-        }
+    iv = _queries_interventions(a.test)
+    if iv is not None and "mixed_rand" in iv.accuracy_after:
+        # The mean explained score of a centroid recipe is the cosine to the true centroid.
+        cos = next((r.mean_score for r in a.test.recipes if r.recipe.target == "centroid"), None)
         rec["interventions"] = {
-            **{f"acc_{k}": v for k, v in acc.items()},
-            "bg_gap": float(ec.interventions.bg_gap(acc["mixed_same"], acc["mixed_rand"])),
-            "shift_drop": test.accuracy - acc["mixed_rand"],
-            "cos_true_mean": float(test.cos_true.mean()),
-            "cos_drop_mixed_rand": float(
-                (test.cos_true - test.interventions["mixed_rand"]["cos_true"]).mean()
-            ),
-            "cos_drop_only_bg": float(
-                (test.cos_true - test.interventions["only_bg"]["cos_true"]).mean()
-            ),
+            **{f"acc_{k}": v for k, v in iv.accuracy_after.items()},
+            "bg_gap": iv.bg_gap,
+            "shift_drop": c.accuracy - iv.accuracy_after["mixed_rand"],
+            "cos_true_mean": cos,
+            "cos_drop_mixed_rand": iv.cos_drop["mixed_rand"],
+            "cos_drop_only_bg": iv.cos_drop["only_bg"],
         }
     return rec
 
@@ -219,34 +250,33 @@ def _cohen_d(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def separation(
-    evals: list[ModelEval], data: Data, cfg: SkuConfig, seed: int
+    audits: list[ModelAudit], data: Data, cfg: SkuConfig, seed: int
 ) -> list[dict[str, Any]]:
     """Which recipe separates the shortcut-trained models from the control?
 
     Energy in box (of |map| for signed recipes) on the test images that show their home
-    background (off-home, the ReLU hides the foreign background: FINDINGS section 4). Per loss
-    model: the paired mean difference to the control with a paired bootstrap interval, and
-    Cohen's d. A recipe separates when every interval lies below zero.
+    background (off-home, the ReLU hides the foreign background: FINDINGS section 4), read from
+    the audits' records. Per loss model: the paired mean difference to the control with a
+    paired bootstrap interval, and Cohen's d. A recipe separates when every interval lies below
+    zero.
     """
-    by_name = {ev.name: ev for ev in evals}
+    by_name = {a.name: a for a in audits}
     if CONTROL not in by_name:
         return []
     test = data.splits["test"]
-    sel = test.home.nonzero().flatten() if test.home is not None else torch.arange(len(test))
+    sel = test.home.nonzero().flatten().numpy() if test.home is not None else np.arange(len(test))
     out = []
-    for recipe in cfg.recipes:
+    for spec in cfg.recipes:
         for method in cfg.methods:
-            key = (recipe.name, method)
-            ctrl_cs = by_name[CONTROL].splits["test"].cams.get(key)
-            if ctrl_cs is None:
-                continue
-            ctrl = ctrl_cs.scores["energy_in_box"][sel].numpy()
-            ceiling = ec.scoring.box_map_ceiling(test.regions[sel], grid=ctrl_cs.grid)
+            key = spec.label(method)
+            ctrl_rec = recipe_records(by_name[CONTROL].records(), key).iloc[sel]
+            ctrl = ctrl_rec["energy_in_box"].to_numpy(dtype=np.float64)
             rows = []
             for name in cfg.losses:
                 if name not in by_name:
                     continue
-                vals = by_name[name].splits["test"].cams[key].scores["energy_in_box"][sel].numpy()
+                vals = recipe_records(by_name[name].records(), key)["energy_in_box"]
+                vals = vals.to_numpy(dtype=np.float64)[sel]
                 ok = ~(np.isnan(vals) | np.isnan(ctrl))
                 ci = ec.stats.paired_bootstrap_interval(
                     vals[ok], ctrl[ok], n_resamples=cfg.bootstrap, seed=seed
@@ -263,16 +293,16 @@ def separation(
                 )
             out.append(
                 {
-                    "recipe": recipe.name,
-                    "target": recipe.target,
-                    "layer": recipe.layer,
-                    "signed": recipe.signed,
+                    "recipe": spec.name,
+                    "target": spec.target,
+                    "layer": spec.layer,
+                    "signed": spec.signed,
                     "method": method,
-                    "grid": list(ctrl_cs.grid),
-                    "images": int(sel.numel()),
+                    "grid": [int(ctrl_rec["grid_h"].iloc[0]), int(ctrl_rec["grid_w"].iloc[0])],
+                    "images": int(sel.size),
                     "control_mean": float(np.nanmean(ctrl)),
-                    "chance_mean": float(test.regions[sel].float().mean()),
-                    "ceiling_mean": float(torch.nanmean(ceiling)),
+                    "chance_mean": float(np.nanmean(ctrl_rec["area_fraction"])),
+                    "ceiling_mean": float(np.nanmean(ctrl_rec["ceiling"])),
                     "rows": rows,
                     "separates": bool(rows)
                     and all(r["high"] is not None and r["high"] < 0 for r in rows),
@@ -281,64 +311,65 @@ def separation(
     return out
 
 
-def all_images(evals: list[ModelEval], cfg: SkuConfig) -> dict[str, Any]:
-    """Beyond the paper: every test image, per recipe x method and model."""
+def all_images(audits: list[ModelAudit]) -> dict[str, Any]:
+    """Beyond the paper: every test image, per recipe x method and model (the audits' means)."""
     out: dict[str, Any] = {}
-    for recipe in cfg.recipes:
-        for method in cfg.methods:
-            key = f"{recipe.name}/{method}"
-            out[key] = {}
-            for ev in evals:
-                cs = ev.splits["test"].cams.get((recipe.name, method))
-                if cs is None:
-                    continue
-                out[key][ev.name] = {
-                    "energy_in_box": _f(float(torch.nanmean(cs.scores["energy_in_box"]))),
-                    "pointing_game": _f(float(torch.nanmean(cs.scores["pointing_game"]))),
-                    "positive_share": _f(float(torch.nanmean(cs.scores["positive_share"]))),
-                    "judge_rate": float(cs.verdict.float().mean()),
-                    "empty_rate": float(cs.empty.float().mean()),
-                }
+    for a in audits:
+        for r in a.test.recipes:
+            out.setdefault(r.recipe.name, {})[a.name] = {
+                "energy_in_box": r.energy_in_box,
+                "pointing_game": r.pointing_game,
+                "positive_share": r.positive_share,
+                "judge_rate": r.judged.rate if r.judged is not None else None,
+                "empty_rate": r.empty_rate,
+            }
     return out
 
 
-def calibration(evals: list[ModelEval], data: Data, cfg: SkuConfig) -> dict[str, Any] | None:
+def interventional_truth(audit: ec.AuditResult) -> np.ndarray:
+    """Per image: the evidence is the object (prediction survives Mixed-Rand, not Only-BG-B)."""
+    pi = audit.per_image
+    labels = np.array(pi.labels)
+    rand = np.array(pi.intervened_pred["mixed_rand"]) == labels
+    bg = np.array(pi.intervened_pred["only_bg"]) == labels
+    return rand & ~bg
+
+
+def calibration(audits: list[ModelAudit], data: Data, cfg: SkuConfig) -> dict[str, Any] | None:
     """Choose the judge on the calibration (valid) split against an interventional truth.
 
     Ground truth per (image, model): the model's evidence is the object when its kNN prediction
     survives moving the object onto a foreign background (Mixed-Rand) *and* does not survive
-    removing the object (Only-BG-B). Every (recipe, method, criterion, threshold) is scored with
-    Cohen's kappa on the calibration split; the best is then reported on the test split.
+    removing the object (Only-BG-B). Every (recipe, method, criterion, threshold) is judged from
+    the calibration audits' stored scores (:meth:`embedcam.Judge.from_scores`) and scored with
+    Cohen's kappa; the best is then reported on the test split.
     """
-    if not data.synthetic or "valid" not in data.splits:
+    if not data.synthetic or any(a.calibration is None for a in audits):
         return None
 
-    def truth(split: str) -> Tensor:
-        labels = data.splits[split].labels
-        parts = []
-        for ev in evals:
-            iv = ev.splits[split].interventions
-            parts.append((iv["mixed_rand"]["pred"] == labels) & (iv["only_bg"]["pred"] != labels))
-        return torch.cat(parts)
-
-    def judged(split: str, recipe: str, method: str, criterion: str, thr: float) -> Tensor:
-        return torch.cat(
-            [verdict(ev.splits[split].cams[recipe, method], criterion, thr) for ev in evals]
+    def truth(split: str) -> np.ndarray:
+        return np.concatenate(
+            [interventional_truth(a.test if split == "test" else a.calibration) for a in audits]
         )
 
-    gt_valid, gt_test = truth("valid"), truth("test")
+    def judged(split: str, recipe: str, criterion: str, thr: float) -> np.ndarray:
+        j = judge_of(criterion, thr)
+        return np.concatenate(
+            [j.from_scores(recipe_records(a.records(split), recipe)).numpy() for a in audits]
+        )
+
+    gt_valid, gt_test = truth("calibration"), truth("test")
     cands = []
-    for recipe in cfg.recipes:
+    for spec in cfg.recipes:
         for method in cfg.methods:
             for criterion, thresholds in THRESHOLDS.items():
                 for thr in thresholds:
                     agr = ec.stats.cohen_kappa(
-                        judged("valid", recipe.name, method, criterion, thr).numpy(),
-                        gt_valid.numpy(),
+                        judged("calibration", spec.label(method), criterion, thr), gt_valid
                     )
                     cands.append(
                         {
-                            "recipe": recipe.name,
+                            "recipe": spec.name,
                             "method": method,
                             "criterion": criterion,
                             "threshold": thr,
@@ -350,10 +381,8 @@ def calibration(evals: list[ModelEval], data: Data, cfg: SkuConfig) -> dict[str,
     ranked = sorted(cands, key=lambda c: -1e9 if c["kappa"] is None else c["kappa"], reverse=True)
     best = dict(ranked[0])
     agr = ec.stats.cohen_kappa(
-        judged(
-            "test", best["recipe"], best["method"], best["criterion"], best["threshold"]
-        ).numpy(),
-        gt_test.numpy(),
+        judged("test", f"{best['recipe']}/{best['method']}", best["criterion"], best["threshold"]),
+        gt_test,
     )
     best.update(
         test_kappa=_f(agr.kappa),
@@ -371,9 +400,9 @@ def calibration(evals: list[ModelEval], data: Data, cfg: SkuConfig) -> dict[str,
     )
     return {
         "ground_truth": "knn prediction survives Mixed-Rand and does not survive Only-BG-B",
-        "pairs_valid": int(gt_valid.numel()),
-        "truth_rate_valid": float(gt_valid.float().mean()),
-        "truth_rate_test": float(gt_test.float().mean()),
+        "pairs_valid": int(gt_valid.size),
+        "truth_rate_valid": float(gt_valid.mean()),
+        "truth_rate_test": float(gt_test.mean()),
         "best_per_criterion": [
             next(c for c in ranked if c["criterion"] == crit) for crit in THRESHOLDS
         ],
@@ -383,61 +412,69 @@ def calibration(evals: list[ModelEval], data: Data, cfg: SkuConfig) -> dict[str,
     }
 
 
-def per_image(evals: list[ModelEval], data: Data, cfg: SkuConfig) -> dict[str, Any]:
-    """Per-image test predictions and Table 1 verdicts (for checks and re-analysis)."""
-    key = (cfg.recipes[0].name, cfg.methods[0])
-    out: dict[str, Any] = {"labels": data.splits["test"].labels.tolist(), "models": {}}
-    for ev in evals:
-        t = ev.splits["test"]
-        rec: dict[str, Any] = {"pred": t.pred.tolist()}
-        if key in t.cams:
-            rec["features_correct"] = t.cams[key].verdict.tolist()
-        out["models"][ev.name] = rec
-    return out
-
-
-def seed_result(evals: list[ModelEval], data: Data, cfg: SkuConfig, seed: int) -> dict[str, Any]:
-    """Every table of one seed."""
-    labels = data.splits["test"].labels
-    hard = hard_images(evals, labels, cfg.losses)
-    models = {ev.name: model_summary(ev, data) for ev in evals}
-    res: dict[str, Any] = {
-        "seed": seed,
-        "models": models,
-        "hard_images": hard.tolist(),
-        "table1": table1(evals, data, cfg, hard),
-        "shortcut_check": shortcut_check(models, cfg.losses),
-        "per_image": per_image(evals, data, cfg),
-    }
-    if data.has_boxes:
-        res["paired"] = paired_stats(outcomes_on_hard(evals, data, cfg, hard), cfg.losses)
-        res["separation"] = separation(evals, data, cfg, seed)
-        res["all_images"] = all_images(evals, cfg)
-        res["calibration"] = calibration(evals, data, cfg)
-        if res["calibration"] is not None:
-            add_calibrated_column(res["table1"], evals, labels, hard, res["calibration"]["chosen"])
-    return res
-
-
 def add_calibrated_column(
-    t1: dict[str, Any], evals: list[ModelEval], labels: Tensor, hard: Tensor, chosen: dict[str, Any]
+    t1: dict[str, Any], audits: list[ModelAudit], cfg: SkuConfig, chosen: dict[str, Any]
 ) -> None:
     """Table 1's last column again, judged by the judge chosen on the calibration split."""
     t1["calibrated_judge"] = {k: chosen[k] for k in ("recipe", "method", "criterion", "threshold")}
-    for row, ev in zip(t1["rows"], evals):
-        t = ev.splits["test"]
-        feat = verdict(
-            t.cams[chosen["recipe"], chosen["method"]], chosen["criterion"], chosen["threshold"]
-        )
-        both = ((t.pred == labels) & feat)[hard]
-        k, n = int(both.sum()), int(hard.numel())
-        ci = ec.stats.wilson_interval(k, n) if n else None
-        row.update(
-            hard_correct_calibrated=k,
-            hard_correct_calibrated_pct=100.0 * k / n if n else None,
-            calibrated_wilson_low=_f(100 * ci.low) if ci else None,
-            calibrated_wilson_high=_f(100 * ci.high) if ci else None,
-        )
+    key = f"{chosen['recipe']}/{chosen['method']}"
+    judge = judge_of(chosen["criterion"], chosen["threshold"])
+    verdicts = {
+        a.name: judge.from_scores(recipe_records(a.records(), key)).tolist() for a in audits
+    }
+    comp = compare_losses(audits, cfg, key, verdicts)
+    hard = comp.hard_images if comp is not None else hard_images(audits, cfg.losses)
+    by_name = {r.name: r.hard_correct for r in comp.rows} if comp is not None else {}
+    for row, a in zip(t1["rows"], audits):
+        rate = by_name.get(a.name)
+        if rate is None:
+            rate = row_on_hard(_with_verdicts(a.test, key, verdicts[a.name]), hard, key)["rate"]
+        row.update(_rate_fields(rate, calibrated=True))
+
+
+def per_image(audits: list[ModelAudit], cfg: SkuConfig) -> dict[str, Any]:
+    """Per-image test predictions and Table 1 verdicts (for checks and re-analysis)."""
+    key = cfg.table1_recipe
+    out: dict[str, Any] = {"labels": audits[0].test.per_image.labels, "models": {}}
+    for a in audits:
+        rec: dict[str, Any] = {"pred": a.test.per_image.pred}
+        verdict = a.test.per_image.verdict.get(key)
+        if verdict is not None and all(v is not None for v in verdict):
+            rec["features_correct"] = verdict
+        out["models"][a.name] = rec
+    return out
+
+
+def seed_result(audits: list[ModelAudit], data: Data, cfg: SkuConfig, seed: int) -> dict[str, Any]:
+    """Every table of one seed."""
+    models = {a.name: model_summary(a) for a in audits}
+    t1, comp = table1(audits, data, cfg)
+    hard = comp.hard_images if comp is not None else hard_images(audits, cfg.losses)
+    res: dict[str, Any] = {
+        "seed": seed,
+        "models": models,
+        "hard_images": hard,
+        "table1": t1,
+        "shortcut_check": shortcut_check(models, cfg.losses),
+        "per_image": per_image(audits, cfg),
+        "audits": {
+            a.name: {
+                "test": f"audits/{a.name}-seed{seed}",
+                "calibration": f"audits/{a.name}-seed{seed}-calibration"
+                if a.calibration is not None
+                else None,
+            }
+            for a in audits
+        },
+    }
+    if data.has_boxes:
+        res["paired"] = paired_stats(comp, cfg)
+        res["separation"] = separation(audits, data, cfg, seed)
+        res["all_images"] = all_images(audits)
+        res["calibration"] = calibration(audits, data, cfg)
+        if res["calibration"] is not None:
+            add_calibrated_column(res["table1"], audits, cfg, res["calibration"]["chosen"])
+    return res
 
 
 def _scalars(obj: Any, prefix: str = "") -> dict[str, float]:

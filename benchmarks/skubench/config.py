@@ -10,20 +10,26 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+import embedcam as ec
 from embedcam.errors import ConfigurationError
 
 LOSSES = ("triplet", "focal", "flexible")
 
 
-class Recipe(BaseModel):
-    """One way of explaining a model: what score, at which layer, and signed or ReLU'd maps.
+class RecipeSpec(BaseModel):
+    """One of the benchmark's explanation recipes, named relative to the paper's CNN.
+
+    Resolved per trained model and CAM method into an :class:`embedcam.Recipe` (see
+    :meth:`resolve`), which is what the library explains, scores and judges with.
 
     Attributes:
-        name: Short name used in tables and file names.
+        name: Short name used in tables and file names (the library recipe is
+            ``"{name}/{method}"``).
         target: ``"centroid"`` (cosine to the true-class centroid, the paper's recipe) or
             ``"contrastive"`` (true-centroid cosine minus the nearest other centroid's).
-        layer: ``"last"`` (the last conv block before pooling, the paper's layer) or
-            ``"before_last"`` (one block earlier: twice the resolution).
+        layer: ``"last"`` (the last conv block before pooling, the paper's layer:
+            ``model.cam_layer_name``) or ``"before_last"`` (one block earlier: twice the
+            resolution, ``model.block_layer_names[-2]``).
         signed: Score ``|raw map|`` upsampled (evidence for and against) instead of the ReLU'd map.
     """
 
@@ -33,6 +39,21 @@ class Recipe(BaseModel):
     target: Literal["centroid", "contrastive"] = "centroid"
     layer: Literal["last", "before_last"] = "last"
     signed: bool = False
+
+    def label(self, method: str) -> str:
+        """The name of the library recipe for ``method``: ``"{name}/{method}"``."""
+        return f"{self.name}/{method}"
+
+    def resolve(self, model: Any, method: str) -> ec.Recipe:
+        """The :class:`embedcam.Recipe` of this spec for a ``paper_sku`` model and a method."""
+        layer = model.cam_layer_name if self.layer == "last" else model.block_layer_names[-2]
+        return ec.Recipe(
+            layer=layer,
+            target=self.target,
+            method=method,
+            signed=self.signed,
+            name=self.label(method),
+        )
 
 
 class DataConfig(BaseModel):
@@ -108,13 +129,14 @@ class SkuConfig(BaseModel):
         seeds: Training seeds; every number is reported per seed and as a spread.
         knn_k: Neighbours of the kNN classifier.
         methods: CAM methods run for every recipe.
-        recipes: Explanation recipes; the first is the paper's and defines Table 1.
-        judge_criterion: The judge criterion of Table 1 (``embedcam.judge_features``).
+        recipes: Explanation recipes; the first, with the first method, is the paper's and
+            defines Table 1.
+        judge_criterion: The judge criterion of Table 1 (:class:`embedcam.Judge`).
         judge_share: Threshold of the ``"paper"`` criterion.
         darken_factor: Brightness of darkened pixels in the figures.
         figures: Number of hard images in the paper-style figure.
         bootstrap: Bootstrap resamples for effect-size intervals.
-        cam_batch: Images per CAM batch.
+        cam_batch: Images per batch of the audits' loaders (embedding and CAM).
         device: ``"cpu"`` or ``"cuda"``.
     """
 
@@ -128,9 +150,9 @@ class SkuConfig(BaseModel):
     seeds: list[int] = [0]
     knn_k: int = Field(5, ge=1)
     methods: list[Literal["gradcam", "gradcam++"]] = ["gradcam", "gradcam++"]
-    recipes: list[Recipe] = [
-        Recipe(name="paper", target="centroid", layer="last", signed=False),
-        Recipe(name="contrastive", target="contrastive", layer="before_last", signed=True),
+    recipes: list[RecipeSpec] = [
+        RecipeSpec(name="paper", target="centroid", layer="last", signed=False),
+        RecipeSpec(name="contrastive", target="contrastive", layer="before_last", signed=True),
     ]
     judge_criterion: Literal["paper", "energy", "pointing", "region_iou", "wsol"] = "paper"
     judge_share: float = Field(0.5, ge=0, le=1)
@@ -139,6 +161,15 @@ class SkuConfig(BaseModel):
     bootstrap: int = Field(10_000, ge=100)
     cam_batch: int = Field(128, ge=1)
     device: str = "cpu"
+
+    def judge(self) -> ec.Judge:
+        """The judge of Table 1 (the audits' per-image verdicts)."""
+        return ec.Judge(criterion=self.judge_criterion, share=self.judge_share)
+
+    @property
+    def table1_recipe(self) -> str:
+        """Name of the library recipe that defines Table 1: the first recipe, first method."""
+        return self.recipes[0].label(self.methods[0])
 
     def data_key(self, shortcut: float | None = None) -> str:
         """A short hash of what determines the generated data (for the cache folder)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import embedcam as ec
 from embedcam.datasets import DatasetIndex, ImageDataset, ShelfConfig, collate_boxes
@@ -44,6 +44,47 @@ class Split:
     def dataset(self) -> TensorDataset:
         """A map-style dataset of ``(image, label)`` for training and embedding."""
         return TensorDataset(self.images, self.labels)
+
+    def loader(self, batch_size: int, *, masks: bool = False) -> DataLoader:
+        """The split as embedcam reads it: a fixed-order DataLoader of batch dicts.
+
+        Batches hold ``image``, ``label``, ``index``, ``id`` (the file path), ``boxes`` (when the
+        split has boxes) and, with ``masks=True``, the exact object ``mask`` (the interventions
+        use it; maps are still scored against the boxes). Map-style, so the audit's
+        interventions can read donor backgrounds by index.
+        """
+        return DataLoader(
+            _SplitItems(self, masks=masks and self.masks is not None),
+            batch_size=batch_size,
+            shuffle=False,
+            collate_fn=_collate,
+        )
+
+
+class _SplitItems(Dataset):
+    """A :class:`Split` as a map-style dataset of item dicts (see :meth:`Split.loader`)."""
+
+    def __init__(self, split: Split, masks: bool) -> None:
+        self.split, self.masks = split, masks
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.split
+        item = {"image": s.images[i], "label": int(s.labels[i]), "index": i, "id": s.paths[i]}
+        if s.boxes is not None:
+            item["boxes"] = s.boxes[i]
+        if self.masks:
+            assert s.masks is not None
+            item["mask"] = s.masks[i]
+        return item
+
+
+def _collate(items: list[dict]) -> dict:
+    out = collate_boxes(items)
+    out["id"] = [it["id"] for it in items]
+    return out
 
 
 @dataclass

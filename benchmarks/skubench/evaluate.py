@@ -1,210 +1,220 @@
-"""Per-model measurements: kNN classification, interventions and CAM scores on every image.
+"""Per-model measurements: one :func:`embedcam.audit` per trained model and split.
 
-Everything here is computed once per (model, seed) and stored as per-image arrays; the analysis
-(Table 1, statistics, separation, calibration) only reads these arrays.
+Every trained model is audited twice with the library: on the test split (Table 1: kNN against
+its training gallery, every recipe explained, scored and judged, the interventions) and on the
+calibration split (the per-image scores and interventions the judge is calibrated on). The
+audits, with their per-image Parquet records, are written to ``<out>/audits/``; the analysis
+only reads them. The few figure images are explained once more with full-resolution maps.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import torch
-import torch.nn.functional as F
-from paper_sku.knn import embed, evaluate, knn_predict
 from torch import Tensor
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, Subset
 
 import embedcam as ec
 
-from .config import Recipe, SkuConfig
+from .config import SkuConfig
 from .data import Data, Split
 from .models import CONTROL, Trained
 
-#: Interventions of Xiao et al. (2021) measured on every evaluated split.
-INTERVENTIONS = ("mixed_same", "mixed_rand", "only_bg", "only_fg")
-
-#: Per-image CAM scores kept for the analysis.
-CAM_FIELDS = (
+#: Record columns the analysis reads (see ``embedcam.pipeline.SCORE_COLUMNS``).
+RECORD_COLUMNS = (
+    "position",
+    "recipe",
+    "grid_h",
+    "grid_w",
+    "no_evidence",
     "energy_in_box",
+    "area_fraction",
+    "ceiling",
     "pointing_game",
     "positive_share",
     "region_iou",
     "wsol_box_iou",
-    "area_fraction",
+    "verdict",
 )
 
-
-@dataclass
-class CamScores:
-    """One recipe x method on one split for one model: per-image arrays."""
-
-    recipe: str
-    method: str
-    grid: tuple[int, int]
-    scores: dict[str, Tensor]
-    empty: Tensor
-    no_evidence: Tensor
-    verdict: Tensor
+#: Images per batch when a gallery is only embedded (no CAM): larger batches embed faster.
+GALLERY_BATCH = 256
 
 
 @dataclass
-class SplitEval:
-    """One model on one split."""
+class ModelAudit:
+    """One trained model: its audits and training summary.
 
-    pred: Tensor
-    cos_true: Tensor
-    accuracy: float
-    interventions: dict[str, dict[str, Tensor]] = field(default_factory=dict)
-    cams: dict[tuple[str, str], CamScores] = field(default_factory=dict)
-
-
-@dataclass
-class ModelEval:
-    """One trained model: classification, interventions, CAM scores, training summary."""
+    Attributes:
+        name: Model name (a loss or ``"control"``).
+        seed: Training seed.
+        test: The audit with the test split as queries.
+        calibration: The audit with the calibration split as queries (synthetic data only:
+            the interventional truth needs exact masks; ``None`` otherwise).
+        valid_accuracy: kNN accuracy on the calibration split (``None`` without one).
+        train_seconds: Training wall time.
+        final_loss: Loss of the last epoch.
+        active_fraction: Share of active triplets in the last epoch.
+        converged: Validation kNN accuracy reached ``train.converged_accuracy``.
+    """
 
     name: str
     seed: int
-    macro_f1: float
-    errors: int
-    splits: dict[str, SplitEval]
-    centroids: Tensor
+    test: ec.AuditResult
+    calibration: ec.AuditResult | None
+    valid_accuracy: float | None
     train_seconds: float
     final_loss: float
     active_fraction: float
     converged: bool
-    model: torch.nn.Module
+    _records: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def records(self, split: str = "test") -> pd.DataFrame:
+        """The per-image records of an audit (``"test"`` or ``"calibration"``), read once."""
+        if split not in self._records:
+            audit = self.test if split == "test" else self.calibration
+            assert audit is not None and audit.records is not None
+            self._records[split] = read_records(audit.records)
+        return self._records[split]
 
 
-def intervention_images(data: Data, split: str, seed: int) -> dict[str, Tensor]:
-    """The four intervened versions of a split's images (shared by every model: paired)."""
-    s = data.splits[split]
-    assert s.masks is not None
-    gen = torch.Generator().manual_seed(seed)
-    same, _ = ec.interventions.mixed_same(s.images, s.masks, s.labels, generator=gen)
-    rand, _ = ec.interventions.mixed_rand(s.images, s.masks, s.labels, generator=gen)
-    return {
-        "mixed_same": same,
-        "mixed_rand": rand,
-        "only_bg": ec.interventions.only_bg(s.images, s.masks),
-        "only_fg": ec.interventions.only_fg(s.images, s.masks),
-    }
+def read_records(folder: str | Path) -> pd.DataFrame:
+    """An audit's records folder as one DataFrame sorted by (recipe, position)."""
+    df = pd.read_parquet(folder, columns=list(RECORD_COLUMNS))
+    return df.sort_values(["recipe", "position"], kind="stable").reset_index(drop=True)
 
 
-def _classify(
-    model: torch.nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    gallery: Tensor,
-    gallery_labels: Tensor,
-    centroids: Tensor,
-    k: int,
-) -> tuple[Tensor, Tensor]:
-    emb, _ = embed(model, TensorDataset(images, labels))
-    pred = knn_predict(emb, gallery, gallery_labels, k=k)
-    cos = F.cosine_similarity(emb, centroids[labels], dim=1)
-    return pred, cos
+def recipe_records(df: pd.DataFrame, recipe: str) -> pd.DataFrame:
+    """The records of one recipe, one row per image in dataset order."""
+    return df[df["recipe"] == recipe].reset_index(drop=True)
 
 
-def _layer(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
-    return model.cam_layer if recipe.layer == "last" else model.block_layers[-2]
+def recipes(model: torch.nn.Module, cfg: SkuConfig) -> list[ec.Recipe]:
+    """Every configured recipe x method as library recipes; the first defines Table 1."""
+    return [spec.resolve(model, method) for spec in cfg.recipes for method in cfg.methods]
 
 
-def cam_scores(
-    model: torch.nn.Module,
-    split: Split,
-    centroids: Tensor,
-    recipe: Recipe,
-    method: str,
-    cfg: SkuConfig,
-) -> CamScores:
-    """Explain every image of a split with one recipe and method; score against its boxes."""
-    assert split.regions is not None
-    cam = ec.EmbeddingCAM(model, _layer(model, recipe), method=method)
-    negatives = "abs" if recipe.signed else "clamp"
-    parts: dict[str, list[Tensor]] = {f: [] for f in CAM_FIELDS}
-    empty, no_ev, verdict = [], [], []
-    grid = (0, 0)
-    for start in range(0, len(split), cfg.cam_batch):
-        sl = slice(start, start + cfg.cam_batch)
-        images, labels, regions = split.images[sl], split.labels[sl], split.regions[sl]
-        target = (
-            ec.CentroidTarget(centroids, labels)
-            if recipe.target == "centroid"
-            else ec.ContrastiveTarget(centroids, labels)
-        )
-        res = cam(images, target)
-        grid = tuple(res.raw.shape[-2:])
-        maps = res.signed_maps() if recipe.signed else res.maps
-        sc = ec.scoring.score_maps(maps, regions, negatives=negatives, auc=False)
-        for f in CAM_FIELDS:
-            parts[f].append(getattr(sc, f).cpu())
-        empty.append(res.empty.cpu())
-        no_ev.append(sc.no_evidence.cpu())
-        verdict.append(
-            ec.judge_features(
-                maps,
-                regions,
-                criterion=cfg.judge_criterion,
-                share=cfg.judge_share,
-                negatives=negatives,
-            ).cpu()
-        )
-    return CamScores(
-        recipe=recipe.name,
-        method=method,
-        grid=grid,  # type: ignore[arg-type]
-        scores={f: torch.cat(v) for f, v in parts.items()},
-        empty=torch.cat(empty),
-        no_evidence=torch.cat(no_ev),
-        verdict=torch.cat(verdict),
-    )
+def gallery_split(data: Data, name: str) -> Split:
+    """The training split a model was trained on: its kNN gallery and centroids."""
+    split = data.control_train if name == CONTROL else data.splits["train"]
+    assert split is not None
+    return split
 
 
-def evaluate_model(
-    trained: Trained, data: Data, cfg: SkuConfig, intervened: dict[str, dict[str, Tensor]]
-) -> ModelEval:
-    """Measure one trained model on every evaluated split."""
+def _fresh(folder: Path) -> Path:
+    # The records of an audit are keyed by the model's weights and the settings; a re-run into
+    # the same --out may hold another run's, which the library refuses to mix in.
+    if folder.exists():
+        shutil.rmtree(folder)
+    return folder
+
+
+def audit_model(trained: Trained, data: Data, cfg: SkuConfig, out: Path) -> ModelAudit:
+    """Audit one trained model on the test split and on the calibration split."""
     model = trained.result.model.eval()
-    train_split = data.control_train if trained.name == CONTROL else data.splits["train"]
-    assert train_split is not None
-    gallery, gallery_labels = embed(model, train_split.dataset())
-    cents = ec.ClassCentroids.from_embeddings(
-        gallery, gallery_labels, num_classes=len(data.classes)
-    ).centroids
-    splits: dict[str, SplitEval] = {}
-    for name, split in data.splits.items():
-        if name == "train":
-            continue
-        pred, cos = _classify(
-            model, split.images, split.labels, gallery, gallery_labels, cents, cfg.knn_k
+    rec = recipes(model, cfg)
+    masks = data.synthetic  # exact object masks for the interventions (real data: boxes)
+    gallery = gallery_split(data, trained.name).loader(GALLERY_BATCH)
+    valid = data.splits.get("valid")
+    valid_loader = valid.loader(cfg.cam_batch, masks=masks) if valid is not None else None
+    # The calibration split is audited as queries where the judge is calibrated; elsewhere it is
+    # the test audit's valid= (validation accuracy and interventions). Not both: the same
+    # interventions would run twice.
+    calibrate = valid_loader is not None and data.synthetic  # the truth needs exact masks
+    common: dict[str, Any] = {
+        "name": trained.name,
+        "class_names": data.classes,
+        "k": cfg.knn_k,
+        "judge": cfg.judge(),
+        "seed": cfg.data.seed,
+        "progress": False,
+    }
+    tag = f"{trained.name}-seed{trained.seed}"
+    test = ec.audit(
+        model,
+        gallery,
+        data.splits["test"].loader(cfg.cam_batch, masks=masks),
+        rec,
+        valid=None if calibrate else valid_loader,
+        out=_fresh(out / "audits" / tag),
+        **common,
+    )
+    calibration = None
+    if calibrate:
+        calibration = ec.audit(
+            model,
+            gallery,
+            valid_loader,
+            rec,
+            out=_fresh(out / "audits" / f"{tag}-calibration"),
+            **common,
         )
-        ev = SplitEval(
-            pred=pred, cos_true=cos, accuracy=float((pred == split.labels).float().mean())
-        )
-        for kind, images in intervened.get(name, {}).items():
-            p, c = _classify(model, images, split.labels, gallery, gallery_labels, cents, cfg.knn_k)
-            ev.interventions[kind] = {"pred": p, "cos_true": c}
-        if split.regions is not None:
-            for recipe in cfg.recipes:
-                for method in cfg.methods:
-                    ev.cams[recipe.name, method] = cam_scores(
-                        model, split, cents, recipe, method, cfg
-                    )
-        splits[name] = ev
-    test = data.splits["test"]
-    knn_eval = evaluate(splits["test"].pred, test.labels, len(data.classes))
     hist = trained.result.history
-    valid_acc = splits["valid"].accuracy if "valid" in splits else splits["test"].accuracy
-    return ModelEval(
+    c = test.classification
+    valid_acc = calibration.accuracy if calibration is not None else c.valid_accuracy
+    return ModelAudit(
         name=trained.name,
         seed=trained.seed,
-        macro_f1=float(knn_eval.macro_f1),
-        errors=int(knn_eval.errors),
-        splits=splits,
-        centroids=cents,
+        test=test,
+        calibration=calibration,
+        valid_accuracy=valid_acc,
         train_seconds=trained.seconds,
         final_loss=float(hist[-1].loss) if hist else float("nan"),
         active_fraction=float(hist[-1].active_fraction) if hist else float("nan"),
-        converged=valid_acc >= cfg.train.converged_accuracy,
-        model=model,
+        converged=(valid_acc if valid_acc is not None else c.accuracy)
+        >= cfg.train.converged_accuracy,
     )
+
+
+@dataclass
+class FigureMaps:
+    """Full-resolution maps of a few test images, per model and recipe (from records).
+
+    Attributes:
+        positions: Test-split positions explained, in order.
+        maps: Model name -> recipe name -> ``(len(positions), H, W)`` maps as scored (signed
+            recipes: the signed map in ``[-1, 1]``).
+    """
+
+    positions: list[int]
+    maps: dict[str, dict[str, Tensor]]
+
+    def get(self, model: str, recipe: str, positions: list[int]) -> Tensor:
+        """The maps of ``positions`` (each must be in :attr:`positions`)."""
+        rows = [self.positions.index(p) for p in positions]
+        return self.maps[model][recipe][rows]
+
+
+def figure_maps(
+    trained: list[Trained], data: Data, cfg: SkuConfig, positions: list[int]
+) -> FigureMaps:
+    """Explain the figure images with every recipe, keeping the maps (``maps="full"``)."""
+    positions = sorted(set(positions))
+    test = data.splits["test"].loader(cfg.cam_batch)
+    sub = DataLoader(
+        Subset(test.dataset, positions),
+        batch_size=cfg.cam_batch,
+        shuffle=False,
+        collate_fn=test.collate_fn,
+    )
+    out: dict[str, dict[str, Tensor]] = {}
+    for t in trained:
+        model = t.result.model.eval()
+        cents = ec.ClassCentroids.fit(
+            model,
+            gallery_split(data, t.name).loader(GALLERY_BATCH),
+            num_classes=len(data.classes),
+            progress=False,
+            allow_empty=True,
+        )
+        rec = recipes(model, cfg)
+        recs = ec.explain_dataset(
+            model, sub, cents, rec, judge=cfg.judge(), maps="full", progress=False
+        )
+        out[t.name] = {r.name: recs.maps(r) for r in rec}
+    return FigureMaps(positions=positions, maps=out)

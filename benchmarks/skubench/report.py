@@ -13,9 +13,9 @@ from rich.table import Table
 import embedcam as ec
 from embedcam.report import GridCell, Report, image_grid, markdown_table
 
-from .config import Recipe, SkuConfig
+from .config import RecipeSpec, SkuConfig
 from .data import Data
-from .evaluate import ModelEval, _layer
+from .evaluate import FigureMaps
 from .models import CONTROL
 
 PAPER_TABLE1 = [
@@ -320,29 +320,9 @@ def summary_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 # --------------------------------------------------------------------------- figures
-
-
-def _explain(
-    ev: ModelEval,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    cfg: SkuConfig,
-    recipe: Recipe | None = None,
-    method: str | None = None,
-) -> torch.Tensor:
-    """Maps of a recipe (default: the paper's, first method) for a few images, in [0, 1].
-
-    Signed recipes are shown as ``|map|`` (evidence for or against), ReLU'd ones as they are.
-    """
-    recipe = recipe or cfg.recipes[0]
-    cam = ec.EmbeddingCAM(ev.model, _layer(ev.model, recipe), method=method or cfg.methods[0])
-    target = (
-        ec.CentroidTarget(ev.centroids, labels)
-        if recipe.target == "centroid"
-        else ec.ContrastiveTarget(ev.centroids, labels)
-    )
-    res = cam(images, target)
-    return res.signed_maps().abs() if recipe.signed else res.maps
+#
+# The figures draw maps the evaluation kept (``evaluate.figure_maps``: the library's records of
+# the chosen images, ``maps="full"``) and the audits' verdicts; nothing here runs a CAM.
 
 
 def _spread(indices: list[int], labels: torch.Tensor, n: int) -> list[int]:
@@ -358,93 +338,20 @@ def _spread(indices: list[int], labels: torch.Tensor, n: int) -> list[int]:
     return out
 
 
-def recipe_figure(
-    evals: list[ModelEval], data: Data, cfg: SkuConfig, out: Path
-) -> tuple[Path, str] | None:
-    """Maps of every recipe for the first loss model and the control, on home-background images."""
-    names = [cfg.losses[0], CONTROL]
-    by_name = {ev.name: ev for ev in evals}
-    test = data.splits["test"]
-    if any(n not in by_name for n in names) or test.home is None:
-        return None
-    ok = test.home.clone()
-    for n in names:
-        ok &= by_name[n].splits["test"].pred == test.labels
-    idx = _spread(ok.nonzero().flatten().tolist(), test.labels, max(cfg.figures // 2, 2))
-    images, labels = test.images[idx], test.labels[idx]
-    rows: list[list[GridCell | None]] = [
-        [GridCell(image=images[i], boxes=test.boxes[idx[i]] if test.boxes else None)]
-        for i in range(len(idx))
-    ]
-    cols = ["image"]
-    for recipe in cfg.recipes:
-        method = cfg.methods[-1]
-        for n in names:
-            cols.append(f"{n}\n{recipe.name}")
-            maps = _explain(by_name[n], images, labels, cfg, recipe, method)
-            for i in range(len(idx)):
-                rows[i].append(GridCell(image=images[i], map=maps[i]))
-    path = image_grid(
-        rows,
-        out / "figures" / "recipes.png",
-        col_titles=cols,
-        title=f"Where the evidence is ({cfg.methods[-1]}): shortcut-trained model vs. control",
-    )
-    return path, (
-        "Home-background test images that both models classify correctly: the maps of each "
-        f"recipe for {names[0]} (trained with the background shortcut) and the control. "
-        "Signed recipes show |map|."
-    )
-
-
-def case_rows(
-    evals: list[ModelEval], data: Data, cfg: SkuConfig, indices: list[int]
-) -> list[list[GridCell | None]]:
-    """One row per image: the original with its box, then each model's darkened image."""
-    test = data.splits["test"]
-    key = (cfg.recipes[0].name, cfg.methods[0])
-    idx = torch.tensor(indices, dtype=torch.long)
-    images, labels = test.images[idx], test.labels[idx]
-    rows: list[list[GridCell | None]] = [
-        [
-            GridCell(
-                image=images[i],
-                title=data.classes[int(labels[i])][:18],
-                boxes=test.boxes[int(idx[i])] if test.boxes is not None else None,
-            )
-        ]
-        for i in range(len(indices))
-    ]
-    for ev in evals:
-        maps = _explain(ev, images, labels, cfg)
-        dark = ec.darken(images, maps, factor=cfg.darken_factor)
-        pred = ev.splits["test"].pred[idx]
-        feat = ev.splits["test"].cams[key].verdict[idx]
-        for i in range(len(indices)):
-            c_ok, f_ok = bool(pred[i] == labels[i]), bool(feat[i])
-            border = "green" if c_ok and f_ok else ("red" if not (c_ok or f_ok) else "orange")
-            rows[i].append(
-                GridCell(
-                    image=dark[i],
-                    subtitle=f"class {'ok' if c_ok else 'x'} | features {'ok' if f_ok else 'x'}",
-                    border=border,
-                )
-            )
-    return rows
+def _ok(seed_res: dict[str, Any], name: str, i: int) -> tuple[bool, bool]:
+    """(class correct, features correct) of test image ``i`` for model ``name``."""
+    per = seed_res["per_image"]
+    m = per["models"][name]
+    feats = m.get("features_correct")
+    return m["pred"][i] == per["labels"][i], bool(feats[i]) if feats is not None else False
 
 
 def pick_cases(seed_res: dict[str, Any], cfg: SkuConfig, per_kind: int) -> dict[str, list[int]]:
     """Instructive hard images: all loss models correct, only one correct, all wrong."""
-    per = seed_res["per_image"]
-    labels = per["labels"]
-    names = [n for n in cfg.losses if n in per["models"]]
+    names = [n for n in cfg.losses if n in seed_res["per_image"]["models"]]
     kinds: dict[str, list[int]] = {"all correct": [], "only one correct": [], "all wrong": []}
     for i in seed_res["hard_images"]:
-        ok = [
-            per["models"][n]["pred"][i] == labels[i]
-            and bool(per["models"][n].get("features_correct", [False] * len(labels))[i])
-            for n in names
-        ]
+        ok = [all(_ok(seed_res, n, i)) for n in names]
         kind = (
             "all correct"
             if all(ok)
@@ -459,44 +366,145 @@ def pick_cases(seed_res: dict[str, Any], cfg: SkuConfig, per_kind: int) -> dict[
     return kinds
 
 
-def make_figures(
-    evals: list[ModelEval], data: Data, cfg: SkuConfig, seed_res: dict[str, Any], out: Path
-) -> list[tuple[Path, str]]:
-    """Figures 1-4 of the paper for chosen hard images, and a gallery of instructive cases."""
-    figs: list[tuple[Path, str]] = []
+def recipe_images(seed_res: dict[str, Any], data: Data, cfg: SkuConfig) -> list[int]:
+    """Home-background test images that the first loss model and the control both get right."""
+    test = data.splits["test"]
+    models = seed_res["per_image"]["models"]
+    names = [cfg.losses[0], CONTROL]
+    if any(n not in models for n in names) or test.home is None:
+        return []
+    labels = seed_res["per_image"]["labels"]
+    ok = [
+        i
+        for i in range(len(labels))
+        if bool(test.home[i]) and all(models[n]["pred"][i] == labels[i] for n in names)
+    ]
+    return _spread(ok, test.labels, max(cfg.figures // 2, 2))
+
+
+def figure_plan(seed_res: dict[str, Any], data: Data, cfg: SkuConfig) -> dict[str, list[int]]:
+    """The test images of every figure (empty when there are no figures to draw)."""
     if not data.has_boxes or cfg.figures == 0 or not seed_res["hard_images"]:
-        return figs
-    cols = ["image"] + [ev.name for ev in evals]
-    chosen = _spread(seed_res["hard_images"], data.splits["test"].labels, cfg.figures)
+        return {}
+    plan = {
+        "hard_images": _spread(seed_res["hard_images"], data.splits["test"].labels, cfg.figures)
+    }
+    for kind, idx in pick_cases(seed_res, cfg, per_kind=max(1, cfg.figures // 3)).items():
+        if idx:
+            plan[f"gallery_{kind.replace(' ', '_')}"] = idx
+    rec = recipe_images(seed_res, data, cfg)
+    if rec:
+        plan["recipes"] = rec
+    return plan
+
+
+def _shown(maps: torch.Tensor, spec: RecipeSpec) -> torch.Tensor:
+    """Signed recipes are shown as ``|map|`` (evidence for or against)."""
+    return maps.abs() if spec.signed else maps
+
+
+def recipe_figure(
+    indices: list[int], maps: FigureMaps, data: Data, cfg: SkuConfig, out: Path
+) -> tuple[Path, str]:
+    """Maps of every recipe for the first loss model and the control, on home-background images."""
+    names = [cfg.losses[0], CONTROL]
+    test = data.splits["test"]
+    images = test.images[indices]
+    rows: list[list[GridCell | None]] = [
+        [GridCell(image=images[i], boxes=test.boxes[idx] if test.boxes else None)]
+        for i, idx in enumerate(indices)
+    ]
+    cols = ["image"]
+    method = cfg.methods[-1]
+    for spec in cfg.recipes:
+        for n in names:
+            cols.append(f"{n}\n{spec.name}")
+            m = _shown(maps.get(n, spec.label(method), indices), spec)
+            for i in range(len(indices)):
+                rows[i].append(GridCell(image=images[i], map=m[i]))
     path = image_grid(
-        case_rows(evals, data, cfg, chosen),
-        out / "figures" / "hard_images.png",
+        rows,
+        out / "figures" / "recipes.png",
         col_titles=cols,
-        title="Hard images: each model's darkened image (green: class and features correct, "
-        "orange: one of them, red: neither)",
+        title=f"Where the evidence is ({method}): shortcut-trained model vs. control",
     )
-    figs.append(
-        (
-            path,
-            "Hard images, as in the paper's Figures 1-4: the original with its box, "
-            "then each model's image darkened where the map shows no evidence.",
-        )
+    return path, (
+        "Home-background test images that both models classify correctly: the maps of each "
+        f"recipe for {names[0]} (trained with the background shortcut) and the control. "
+        "Signed recipes show |map|."
     )
-    kinds = pick_cases(seed_res, cfg, per_kind=max(1, cfg.figures // 3))
-    for kind, idx in kinds.items():
-        if not idx:
+
+
+def case_rows(
+    seed_res: dict[str, Any], maps: FigureMaps, data: Data, cfg: SkuConfig, indices: list[int]
+) -> list[list[GridCell | None]]:
+    """One row per image: the original with its box, then each model's darkened image."""
+    test = data.splits["test"]
+    images, labels = test.images[indices], test.labels[indices]
+    rows: list[list[GridCell | None]] = [
+        [
+            GridCell(
+                image=images[i],
+                title=data.classes[int(labels[i])][:18],
+                boxes=test.boxes[idx] if test.boxes is not None else None,
+            )
+        ]
+        for i, idx in enumerate(indices)
+    ]
+    spec = cfg.recipes[0]
+    for name in seed_res["per_image"]["models"]:
+        m = _shown(maps.get(name, cfg.table1_recipe, indices), spec)
+        dark = ec.darken(images, m, factor=cfg.darken_factor)
+        for i, idx in enumerate(indices):
+            c_ok, f_ok = _ok(seed_res, name, idx)
+            border = "green" if c_ok and f_ok else ("red" if not (c_ok or f_ok) else "orange")
+            rows[i].append(
+                GridCell(
+                    image=dark[i],
+                    subtitle=f"class {'ok' if c_ok else 'x'} | features {'ok' if f_ok else 'x'}",
+                    border=border,
+                )
+            )
+    return rows
+
+
+def make_figures(
+    seed_res: dict[str, Any],
+    plan: dict[str, list[int]],
+    maps: FigureMaps,
+    data: Data,
+    cfg: SkuConfig,
+    out: Path,
+) -> list[tuple[Path, str]]:
+    """Figures 1-4 of the paper for chosen hard images, a gallery of instructive cases, and the
+    recipe comparison, from the maps of :func:`figure_plan`'s images."""
+    figs: list[tuple[Path, str]] = []
+    cols = ["image"] + list(seed_res["per_image"]["models"])
+    for key, idx in plan.items():
+        if key == "recipes":
             continue
-        name = kind.replace(" ", "_")
+        if key == "hard_images":
+            title = (
+                "Hard images: each model's darkened image (green: class and features correct, "
+                "orange: one of them, red: neither)"
+            )
+            caption = (
+                "Hard images, as in the paper's Figures 1-4: the original with its box, "
+                "then each model's image darkened where the map shows no evidence."
+            )
+        else:
+            kind = key.removeprefix("gallery_").replace("_", " ")
+            title = f"Hard images where {kind}"
+            caption = f"Gallery: hard images where {kind} (class and features)."
         path = image_grid(
-            case_rows(evals, data, cfg, idx),
-            out / "figures" / f"gallery_{name}.png",
+            case_rows(seed_res, maps, data, cfg, idx),
+            out / "figures" / f"{key}.png",
             col_titles=cols,
-            title=f"Hard images where {kind}",
+            title=title,
         )
-        figs.append((path, f"Gallery: hard images where {kind} (class and features)."))
-    rec = recipe_figure(evals, data, cfg, out)
-    if rec is not None:
-        figs.append(rec)
+        figs.append((path, caption))
+    if "recipes" in plan:
+        figs.append(recipe_figure(plan["recipes"], maps, data, cfg, out))
     return figs
 
 
