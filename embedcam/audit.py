@@ -570,6 +570,8 @@ def audit(
     judge: Judge | None = None,
     interventions: bool = True,
     out: str | os.PathLike[str] | None = None,
+    figure: bool = True,
+    overwrite: bool = False,
     seed: int = 0,
     embedding_fn: Callable[[Any], Tensor] | None = None,
     reshape_transform: Callable[[Tensor], Tensor] | None = None,
@@ -610,6 +612,10 @@ def audit(
         judge: Judge settings (default `Judge`).
         interventions: Run the background interventions where possible.
         out: Output folder; ``None`` keeps everything in memory and writes nothing.
+        figure: Draw ``examples.png`` (with ``out``).
+        overwrite: Replace records in ``out/records`` made with other settings (a model with
+            other weights, other recipes); by default such a folder is refused, and one made with
+            the same settings is resumed.
         seed: Seed of the intervention donors.
         embedding_fn: Picks the embedding from a tuple/dict model output.
         reshape_transform: Maps token outputs to ``(B, K, h, w)`` (ViT).
@@ -718,6 +724,7 @@ def audit(
         recipe_list,
         out=out_path / "records" if out_path is not None else None,
         judge=judge,
+        overwrite=overwrite,
         embedding_fn=embedding_fn,
         reshape_transform=reshape_transform,
         progress=progress,
@@ -796,11 +803,13 @@ def audit(
     if out_path is not None:
         from embedcam.report.audit import example_figure, write_audit_report
 
-        examples = _examples(
-            model, queries, cents, recipe_list, result, embedding_fn, reshape_transform
+        examples = (
+            _examples(model, queries, cents, recipe_list, result, embedding_fn, reshape_transform)
+            if figure
+            else None
         )
         if rank == 0:
-            if examples is None:
+            if examples is None and figure:
                 result.skipped.append(
                     Skipped(
                         step="example figure",
@@ -808,7 +817,7 @@ def audit(
                         "over a map-style dataset",
                     )
                 )
-            else:
+            elif examples is not None:
                 fig = example_figure(examples, recipe_list, result, out_path / "examples.png")
                 result.figure = fig.name
             write_audit_report(result, out_path)
@@ -912,14 +921,18 @@ class Comparison(BaseModel):
         recipe: The recipe whose verdicts define "features correct".
         hard_images: Positions misclassified by at least one model (the paper's hard set).
         rows: One row per model.
-        cochran_q_p: Cochran's Q p-value over all models (3 or more), else ``None``.
+        cochran_q: Cochran's Q statistic over all models (3 or more), else ``None``.
+        cochran_q_df: Its degrees of freedom.
+        cochran_q_p: Its p-value.
         pairwise: Paired tests of every pair.
     """
 
     recipe: str
     hard_images: list[int]
     rows: list[ComparisonRow]
-    cochran_q_p: float | None
+    cochran_q: float | None = None
+    cochran_q_df: int | None = None
+    cochran_q_p: float | None = None
     pairwise: list[PairedTest]
 
     def table(self) -> Any:
@@ -1008,12 +1021,13 @@ def compare(
                 hard_correct=Rate.of(both),
             )
         )
-    q_p = None
+    q_p = q_stat = q_df = None
     pairs: list[PairedTest] = []
     if hard.size:
         mat = np.stack([outcomes[n] for n in names], axis=1)
         if len(names) >= 3:
-            q_p = _f(stats.cochran_q(mat).p_value)
+            q = stats.cochran_q(mat)
+            q_p, q_stat, q_df = _f(q.p_value), _f(q.statistic), int(q.df)
         for pr in stats.pairwise_mcnemar(mat):
             a, b = names[pr.i], names[pr.j]
             ci = stats.newcombe_paired_interval(outcomes[a], outcomes[b])
@@ -1031,7 +1045,13 @@ def compare(
                 )
             )
     comparison = Comparison(
-        recipe=key, hard_images=hard.tolist(), rows=rows, cochran_q_p=q_p, pairwise=pairs
+        recipe=key,
+        hard_images=hard.tolist(),
+        rows=rows,
+        cochran_q=q_stat,
+        cochran_q_df=q_df,
+        cochran_q_p=q_p,
+        pairwise=pairs,
     )
     if out is not None and _dist.rank_world()[0] == 0:
         from embedcam.report.audit import comparison_report

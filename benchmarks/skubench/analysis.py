@@ -161,7 +161,13 @@ def paired_stats(comp: ec.Comparison | None, cfg: SkuConfig) -> dict[str, Any]:
         return {"models": names, "cochran_q": None, "pairwise": []}
     return {
         "models": [r.name for r in comp.rows],
-        "cochran_q": None if comp.cochran_q_p is None else {"p_value": comp.cochran_q_p},
+        "cochran_q": None
+        if comp.cochran_q_p is None
+        else {
+            "statistic": comp.cochran_q,
+            "df": comp.cochran_q_df,
+            "p_value": comp.cochran_q_p,
+        },
         "pairwise": [
             {
                 "a": p.a,

@@ -9,7 +9,6 @@ only reads them. The few figure images are explained once more with full-resolut
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,14 +105,6 @@ def gallery_split(data: Data, name: str) -> Split:
     return split
 
 
-def _fresh(folder: Path) -> Path:
-    # The records of an audit are keyed by the model's weights and the settings; a re-run into
-    # the same --out may hold another run's, which the library refuses to mix in.
-    if folder.exists():
-        shutil.rmtree(folder)
-    return folder
-
-
 def audit_model(trained: Trained, data: Data, cfg: SkuConfig, out: Path) -> ModelAudit:
     """Audit one trained model on the test split and on the calibration split."""
     model = trained.result.model.eval()
@@ -133,6 +124,9 @@ def audit_model(trained: Trained, data: Data, cfg: SkuConfig, out: Path) -> Mode
         "judge": cfg.judge(),
         "seed": cfg.data.seed,
         "progress": False,
+        # records are keyed by the model's weights and the settings: a re-run with the same
+        # ones resumes them, one with other weights replaces them
+        "overwrite": True,
     }
     tag = f"{trained.name}-seed{trained.seed}"
     test = ec.audit(
@@ -141,7 +135,7 @@ def audit_model(trained: Trained, data: Data, cfg: SkuConfig, out: Path) -> Mode
         data.splits["test"].loader(cfg.cam_batch, masks=masks),
         rec,
         valid=None if calibrate else valid_loader,
-        out=_fresh(out / "audits" / tag),
+        out=out / "audits" / tag,
         **common,
     )
     calibration = None
@@ -151,7 +145,8 @@ def audit_model(trained: Trained, data: Data, cfg: SkuConfig, out: Path) -> Mode
             gallery,
             valid_loader,
             rec,
-            out=_fresh(out / "audits" / f"{tag}-calibration"),
+            out=out / "audits" / f"{tag}-calibration",
+            figure=False,  # never shown
             **common,
         )
     hist = trained.result.history
