@@ -54,6 +54,8 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from speed import write_json  # noqa: E402  (one atomic JSON writer for the benchmarks)
 
 SCHEMA = "embedcam.dataset_speed/1"
 TARGET_RATIO = 0.8
@@ -621,15 +623,6 @@ def print_tables(result: dict[str, Any]) -> None:
             f"{mem['early_window_images'][0]}-{mem['early_window_images'][-1]} images: "
             f"{mem['median_rss_growth_pct']:+.1f} %"
         )
-
-
-def write_json(path: Path, obj: dict[str, Any]) -> None:
-    """Write ``obj`` as JSON atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
