@@ -504,7 +504,8 @@ def boxes_to_masks(
     """Rasterise each image's boxes to a boolean mask: the union ``B`` of its boxes.
 
     Pixel ``(r, c)`` of image ``i`` is ``True`` when its centre ``(c + 0.5, r + 0.5)`` lies in at
-    least one of the image's boxes (half-open, REFERENCE.md section 2). Work is vectorised over
+    least one of the image's boxes (half-open: pixel ``(r, c)`` is inside when ``x0 <= c + 0.5 <
+    x1`` and ``y0 <= r + 0.5 < y1``). Work is vectorised over
     images: one pass per box slot (the largest box count), not one per box.
 
     Variable box counts are given as a list, one ``(K_i, 4)`` tensor per image; ``K_i = 0`` (an

@@ -4,7 +4,7 @@ A CAM map ``s`` of shape ``(B, H, W)`` becomes a boolean evidence region ``R`` b
 policies (:func:`evidence_region`):
 
 * ``"positive"``: ``R = {s > 0}``, the region the paper leaves un-darkened after the ReLU
-  (Volnova & Suschinskiy 2026, step 4; see ``PAPER.md``).
+  (Volnova & Suschinskiy 2026, step 4: darken what does not raise the similarity).
 * ``"relative"``: ``R = {s >= theta * max s}``, with ``theta = 0.15`` in Grad-CAM
   (Selvaraju et al., *Grad-CAM*, ICCV 2017) and ``0.20`` in CAM (Zhou et al., *Learning Deep
   Features for Discriminative Localization*, CVPR 2016).

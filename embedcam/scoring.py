@@ -2,14 +2,16 @@
 
 Every score takes CAM ``maps (B, H, W)`` (float) and object ``regions (B, H, W)`` (bool: rasterised
 boxes from :func:`embedcam.boxes.boxes_to_masks`, or a segmentation mask) and returns a ``(B,)``
-float tensor. Definitions follow ``REFERENCE.md`` section 3; ``A = |B| / N`` is the area fraction of
+float tensor. Definitions follow Score-CAM's energy pointing game, Quantus and TorchRay (see each
+function); ``A = |B| / N`` is the area fraction of
 the region, the chance level of most scores, and is reported beside them.
 
 Negative map values. The scores are defined for ``s >= 0``. Maps from the CAM engine are already
 ReLU'd, but raw or signed maps are accepted: with ``negatives="clamp"`` (the default) every score
 uses ``max(s, 0)`` (negative evidence is no evidence, as after Grad-CAM's ReLU); with
-``negatives="abs"`` it uses ``|s|`` (evidence of either sign, useful for signed maps, see
-``FINDINGS.md`` section 4). The paper-faithful region ``s > 0`` always uses the map as given.
+``negatives="abs"`` it uses ``|s|`` (evidence of either sign, useful for signed maps: on a foreign
+background the ReLU removes the background's evidence against the class). The paper-faithful region
+``s > 0`` always uses the map as given.
 
 Degenerate cases are results, not errors:
 
@@ -804,7 +806,7 @@ def box_map_ceiling(
     A CAM of resolution ``(h, w)`` is upsampled to the image size ``(H, W)`` with
     ``F.interpolate(mode="bilinear", align_corners=False)``, which spreads mass past the object's
     edges, so even a perfect map cannot reach ``E = 1``. Report this ceiling beside energy in box
-    (``FINDINGS.md`` section 3: about 0.66 at 4 x 4, 0.82 at 8 x 8 for typical boxes).
+    (measured on the synthetic shelf: about 0.66 at 4 x 4, 0.82 at 8 x 8 for typical boxes).
 
     * ``kind="coverage"`` (the default): the box-shaped map on the grid is the coverage of each grid
       cell by the region, ``c = adaptive_avg_pool2d(regions, (h, w))`` (cell ``(i, j)`` holds the

@@ -1,4 +1,4 @@
-"""Statistics for comparing models on the same images (``REFERENCE.md`` section 4).
+"""Statistics for comparing models on the same images: Wilson, McNemar, Newcombe, Cochran.
 
 A per-model rate ``k / n`` gets a Wilson or Clopper-Pearson interval. Two models judged on the
 same images are compared *paired*: the exact McNemar test on the discordant counts, and an

@@ -17,7 +17,7 @@ and knows the ground truth that real data lacks:
   in Object Recognition*, ICLR 2021).
 * **Cue difficulty**: the glyph is drawn in the body colour mixed with ``cue_contrast`` black, at
   ``cue_scale`` times its normal size. The defaults (0.35, 0.7) are the subtle setting of
-  ``FINDINGS.md`` section 1, under which a small CNN trained with shortcut 0.9 relied on the
+  early probes on this generator, under which a small CNN trained with shortcut 0.9 relied on the
   background; with a black full-size glyph (1.0, 1.0) it did not.
 * Random position and scale, optional distractor products (behind the object) and partial
   occlusion by a price tag (in front of it).

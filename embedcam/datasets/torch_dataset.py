@@ -1,7 +1,8 @@
 """A torch ``Dataset`` over a :class:`DatasetIndex`, with transforms that move boxes and masks.
 
 Every geometric transform is applied to the image, its boxes (through :mod:`embedcam.boxes`, so
-the half-open ``[x0, y0, x1, y1]`` convention of ``REFERENCE.md`` section 2 holds) and its object
+the half-open ``[x0, y0, x1, y1]`` convention holds: pixel ``(r, c)`` is inside when ``x0 <= c +
+0.5 < x1``) and its object
 mask together, and boxes are clipped afterwards.
 """
 

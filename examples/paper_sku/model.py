@@ -16,7 +16,8 @@ Choices where the paper is silent (and why):
 - **Head** = ``Linear(flat, 256) -> ReLU -> Linear(256, embedding_dim)``, then L2 normalisation.
 - **Width multiplier** ``width`` scales the filter counts (``max(1, round(c * width))``). This is
   a *deviation from the paper* for fast CPU presets: width 0.25 at 64 px trains a useful model
-  on two CPU cores in about a minute (FINDINGS.md section 2). ``width=1.0`` is the paper's model.
+  on two CPU cores in about a minute (measured: 43-61 s per model at 64 px on two cores).
+  ``width=1.0`` is the paper's model.
 - **CAM layer**: the paper runs Grad-CAM on "the last convolutional layer". Here that is the ReLU
   of the last block, *before* its pooling (``features.block4.relu``): the finest map the last
   block produces (8x8 at 128 px, 4x4 at 64 px). Every block's ReLU is addressable by dotted name

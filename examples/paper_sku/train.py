@@ -2,7 +2,8 @@
 
 Choices where the paper is silent (and why):
 
-- **Optimiser**: Adam, learning rate 1e-3 - trains the quick preset reliably (FINDINGS.md).
+- **Optimiser**: Adam, learning rate 1e-3 - trains the quick preset reliably (measured on the
+  synthetic shelf).
 - **Batches**: P x K = 8 x 8 from :class:`~paper_sku.sampler.PKSampler`; one epoch is
   ``N // (P * K)`` batches unless ``batches_per_epoch`` says otherwise.
 - **Tikhonov regularisation** (the paper's L2 regularisation) is an *explicit* penalty
