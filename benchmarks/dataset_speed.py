@@ -55,7 +55,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from speed import write_json  # noqa: E402  (one atomic JSON writer for the benchmarks)
+from speed import cpu_model, write_json  # noqa: E402  (one atomic JSON writer for the benchmarks)
 
 SCHEMA = "embedcam.dataset_speed/1"
 TARGET_RATIO = 0.8
@@ -511,14 +511,7 @@ def measure_memory(quick: bool, threads: int, scratch: Path) -> dict[str, Any]:
 
 def machine_info(workers: int) -> dict[str, Any]:
     """CPU model, cores, threads and versions."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import pyarrow
 
     return {

@@ -522,8 +522,8 @@ def print_overhead(result: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- report
 
 
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """CPU model, cores, threads, versions and the accelerator, if any."""
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where it exists)."""
     cpu = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -532,6 +532,12 @@ def machine_info(device: torch.device) -> dict[str, Any]:
                 break
     except OSError:
         pass
+    return cpu
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """CPU model, cores, threads, versions and the accelerator, if any."""
+    cpu = cpu_model()
     info = {
         "cpu": cpu,
         "cores": os.cpu_count(),
