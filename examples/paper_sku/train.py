@@ -17,12 +17,21 @@ Choices where the paper is silent (and why):
 - **Determinism**: ``train`` seeds torch, numpy and ``random`` with ``config.seed`` (like
   Lightning's ``seed_everything``), loads data in the main process, and the sampler draws from its
   own ``(seed, epoch)`` generator. On CPU the same config and data give the same weights.
+- **Stopping** (``patience``): with a validation set, every epoch ends with the kNN accuracy of
+  the validation images against the training images (``eval_k`` neighbours) and the embedding's
+  health (effective rank, mean pairwise cosine). Training stops when the accuracy has not
+  improved by more than ``min_delta`` for ``patience`` epochs (after at least ``min_epochs``),
+  or at ``epochs``, and the model of the best epoch is returned: on real photos the useful
+  number of epochs varies by loss and seed, and an absolute accuracy target would either stop
+  too early or never. The evaluation runs under a forked RNG, so the weights of every epoch are
+  those of a run without validation.
 - **Checkpoints**: after every epoch ``<checkpoint_dir>/checkpoint.pt`` is replaced atomically
   (temporary file in the same directory, ``fsync``, ``os.replace``): a crash leaves either the
   previous or the new checkpoint, never a torn one. It holds the model, the optimiser, the
-  history, the config, the sampler state and the torch / numpy / Python RNG states taken at the end
-  of the epoch, so ``resume=True`` continues exactly where an uninterrupted run would be. Only the
-  last epoch is kept (a full-width model with Adam state is ~80 MB).
+  history, the config, the sampler state, the stopping state and the torch / numpy / Python RNG
+  states taken at the end of the epoch, so ``resume=True`` continues exactly where an
+  uninterrupted run would be. Only the last epoch is kept (a full-width model with Adam state is
+  ~80 MB), plus ``best.pt``, the weights of the best validation epoch.
 
 Examples:
     >>> import torch
@@ -90,10 +99,13 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "CHECKPOINT_NAME",
+    "BEST_NAME",
 ]
 
 #: File name of the checkpoint inside ``TrainConfig.checkpoint_dir``.
 CHECKPOINT_NAME = "checkpoint.pt"
+#: File name of the best epoch's weights inside ``TrainConfig.checkpoint_dir``.
+BEST_NAME = "best.pt"
 
 # Fields that may change between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = frozenset({"epochs", "progress", "device", "checkpoint_dir"})
@@ -120,7 +132,12 @@ class TrainConfig(BaseModel):
         k: Images per class per batch.
         batches_per_epoch: Batches per epoch; default ``N // (p * k)``.
         balance_level: Column of ``extra_labels`` whose groups the sampler balances; None = off.
-        epochs: Number of epochs.
+        epochs: Number of epochs (the maximum when ``patience`` is set).
+        patience: Stop after this many epochs without a validation improvement (needs a
+            ``valid`` set in :func:`train`); None trains all ``epochs``.
+        min_epochs: Never stop on a plateau before this epoch.
+        min_delta: The validation accuracy must rise by more than this to count as better.
+        eval_k: Neighbours of the validation kNN classifier.
         lr: Adam learning rate.
         weight_decay: Strength of the explicit L2 penalty ``(wd / 2) * sum ||W||^2``.
         seed: Seed of every RNG.
@@ -149,6 +166,10 @@ class TrainConfig(BaseModel):
     batches_per_epoch: int | None = Field(None, ge=1)
     balance_level: int | None = Field(None, ge=0)
     epochs: int = Field(20, ge=1)
+    patience: int | None = Field(None, ge=1)
+    min_epochs: int = Field(1, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    eval_k: int = Field(5, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     seed: int = 0
@@ -212,6 +233,9 @@ class EpochStats(BaseModel):
         images_per_second: Training throughput (data loading included).
         seconds: Wall time of the epoch.
         num_images: Images seen.
+        valid_accuracy: kNN accuracy on the validation set after the epoch (None without one).
+        effective_rank: Effective rank of the training images' embeddings after the epoch.
+        mean_pairwise_cosine: Their mean pairwise cosine (near 1: collapsed).
     """
 
     epoch: int
@@ -221,6 +245,9 @@ class EpochStats(BaseModel):
     images_per_second: float
     seconds: float
     num_images: int
+    valid_accuracy: float | None = None
+    effective_rank: float | None = None
+    mean_pairwise_cosine: float | None = None
 
 
 @dataclass
@@ -233,6 +260,10 @@ class TrainResult:
         history: One :class:`EpochStats` per epoch, including epochs restored from a checkpoint.
         checkpoint_path: Path of the last checkpoint, or None without ``checkpoint_dir``.
         resumed_from: Number of epochs restored from a checkpoint (0 for a fresh run).
+        best_epoch: The epoch whose weights :attr:`model` holds (the best validation epoch with
+            ``patience``, else the last).
+        stop_reason: ``"plateau"`` (patience ran out), ``"max_epochs"`` (stopping was on but
+            ``epochs`` came first) or ``"epochs"`` (no stopping rule).
     """
 
     model: PaperCNN
@@ -240,6 +271,18 @@ class TrainResult:
     history: list[EpochStats]
     checkpoint_path: Path | None
     resumed_from: int
+    best_epoch: int = 0
+    stop_reason: str = "epochs"
+
+    @property
+    def epochs(self) -> int:
+        """Epochs trained (also those restored from a checkpoint)."""
+        return len(self.history)
+
+    @property
+    def train_seconds(self) -> float:
+        """Training time summed over all epochs, resumed runs included."""
+        return float(sum(h.seconds for h in self.history))
 
 
 def build_model(config: TrainConfig) -> PaperCNN:
@@ -449,6 +492,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> PaperCNN:
     """Rebuild the trained model stored in a checkpoint, in eval mode.
 
+    A run with plateau stopping (``patience``) gives the weights of its best validation epoch
+    (``best.pt`` beside the checkpoint), as :func:`train` returned them; otherwise the last
+    epoch's.
+
     Args:
         path: A ``checkpoint.pt`` written by :func:`train`.
         map_location: Device for the model.
@@ -457,16 +504,27 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Pa
         The model with the checkpoint's weights.
 
     Raises:
-        DataError: If the file is missing or is not a checkpoint.
+        DataError: If the file is missing or is not a checkpoint, or the best epoch's weights
+            are missing.
     """
+    path = Path(path)
     state = load_checkpoint(path, map_location=map_location)
-    model = build_model(TrainConfig(**state["config"])).to(map_location)
-    model.load_state_dict(state["model"])
+    config = TrainConfig(**state["config"])
+    model = build_model(config).to(map_location)
+    weights = state["model"]
+    history = [EpochStats(**h) for h in state.get("history", [])]
+    best, _ = _plateau(history, config)
+    if config.patience is not None and history and best != len(history):
+        weights = _load_best(path.with_name(BEST_NAME), best)
+    model.load_state_dict(weights)
     return model.eval()
 
 
 def _check_resumable(saved: Mapping[str, Any], config: TrainConfig, path: Path) -> None:
     current = config.model_dump(mode="json")
+    # A field added after the checkpoint was written counts as its default value.
+    defaults = {k: f.default for k, f in TrainConfig.model_fields.items()}
+    saved = {**defaults, **saved}
     diff = sorted(
         key for key in current if key not in _RESUMABLE_CHANGES and saved.get(key) != current[key]
     )
@@ -478,12 +536,63 @@ def _check_resumable(saved: Mapping[str, Any], config: TrainConfig, path: Path) 
         )
 
 
+def _plateau(history: Sequence[EpochStats], config: TrainConfig) -> tuple[int, bool]:
+    """``(best epoch, stopped)`` of a history under the config's stopping rule.
+
+    A pure function of the validation accuracies, so a resumed run decides exactly as an
+    uninterrupted one. Without validation numbers the best epoch is the last.
+    """
+    best, best_acc = 0, -1.0
+    for h in history:
+        acc = h.valid_accuracy
+        if acc is None:
+            return len(history), False
+        if best == 0 or acc > best_acc + config.min_delta:
+            best, best_acc = h.epoch, acc
+        if (
+            config.patience is not None
+            and h.epoch >= config.min_epochs
+            and h.epoch - best >= config.patience
+        ):
+            return best, True
+    return best, False
+
+
+def _evaluate(
+    model: nn.Module, train_set: Dataset, valid: Dataset, k: int, device: torch.device
+) -> tuple[float, float, float]:
+    """Validation kNN accuracy and the health of the training embeddings.
+
+    Runs under forked torch, numpy and Python RNGs (data loaders draw a seed from torch's
+    generator, augmenting datasets from any of them), so evaluating does not change the
+    training that follows.
+    """
+    from embedcam.classify import knn_predict
+    from embedcam.embedding import embedding_health
+    from paper_sku.knn import embed
+
+    devices = [device] if device.type == "cuda" else []
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            gallery, gallery_labels = embed(model, train_set, device=device)
+            query, query_labels = embed(model, valid, device=device)
+    finally:  # an augmenting dataset draws from Python's and numpy's generators too
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    pred = knn_predict(query, gallery, gallery_labels, k=k)
+    health = embedding_health(gallery)
+    acc = float((pred == query_labels).float().mean())
+    return acc, health.effective_rank, health.mean_pairwise_cosine
+
+
 def train(
     config: TrainConfig,
     dataset: Dataset,
     extra_labels: ExtraLabels | None = None,
     resume: bool = True,
     console: Console | None = None,
+    valid: Dataset | None = None,
 ) -> TrainResult:
     """Train :class:`~paper_sku.model.PaperCNN` with the configured triplet loss.
 
@@ -496,13 +605,16 @@ def train(
         resume: Continue from ``checkpoint_dir/checkpoint.pt`` if it exists; False starts over
             (and overwrites it).
         console: Rich console for the progress bars (default: a new one on stderr).
+        valid: Validation dataset (same item format). Every epoch is then evaluated (kNN
+            accuracy against ``dataset``, embedding health), and with ``config.patience``
+            training stops on a plateau and returns the best epoch's model.
 
     Returns:
         A :class:`TrainResult`; the model is in eval mode on ``config.device``.
 
     Raises:
-        ConfigurationError: On an invalid config, a flexible loss without extra labels, or a
-            checkpoint written with a different config.
+        ConfigurationError: On an invalid config, a flexible loss without extra labels,
+            ``patience`` without ``valid``, or a checkpoint written with a different config.
         DataError: On an empty dataset, malformed items or an unreadable checkpoint.
         ShapeError: If the images are not ``(B, 3, S, S)``.
         EmbedcamValueError: If the loss becomes NaN (divergence).
@@ -510,7 +622,14 @@ def train(
     if not isinstance(config, TrainConfig):
         raise ConfigurationError(f"config must be a TrainConfig, got {type(config).__name__}")
     device = torch.device(config.device)
+    if config.patience is not None and valid is None:
+        raise ConfigurationError(
+            "patience needs a validation set: pass train(..., valid=dataset), or set "
+            "patience=None to train all epochs"
+        )
     labels = dataset_labels(dataset)
+    if valid is not None:
+        dataset_labels(valid)  # fails early and clearly on an empty or malformed set
     loss_fn = build_loss(config, extra_labels)
     groups = None
     if config.balance_level is not None:
@@ -530,6 +649,8 @@ def train(
     history: list[EpochStats] = []
     start = 0
     path = None if config.checkpoint_dir is None else Path(config.checkpoint_dir) / CHECKPOINT_NAME
+    best_path = None if path is None else path.with_name(BEST_NAME)
+    best_state: dict[str, torch.Tensor] | None = None
     if resume and path is not None and path.exists():
         # RNG states must stay CPU tensors; load_state_dict moves weights to the device.
         state = load_checkpoint(path, map_location="cpu")
@@ -565,6 +686,8 @@ def train(
             ips=0.0,
         )
         for epoch in range(start, config.epochs):
+            if _plateau(history, config)[1]:
+                break
             sampler.set_epoch(epoch)
             progress.reset(
                 task,
@@ -610,6 +733,14 @@ def train(
                     ips=ips,
                 )
             seconds = time.perf_counter() - t0
+            scores: dict[str, float] = {}
+            if valid is not None:
+                acc, erank, cos = _evaluate(model, dataset, valid, config.eval_k, device)
+                scores = {
+                    "valid_accuracy": acc,
+                    "effective_rank": erank,
+                    "mean_pairwise_cosine": cos,
+                }
             history.append(
                 EpochStats(
                     epoch=epoch + 1,
@@ -619,9 +750,14 @@ def train(
                     images_per_second=seen / max(seconds, 1e-9),
                     seconds=seconds,
                     num_images=seen,
+                    **scores,
                 )
             )
             sampler.set_epoch(epoch + 1)
+            if valid is not None and _plateau(history, config)[0] == epoch + 1:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if best_path is not None:
+                    _atomic_torch_save({"epoch": epoch + 1, "model": best_state}, best_path)
             if path is not None:
                 _atomic_torch_save(
                     {
@@ -635,5 +771,34 @@ def train(
                     },
                     path,
                 )
+    best_epoch, stopped = _plateau(history, config)
+    if valid is not None and best_epoch != len(history) and config.patience is not None:
+        if best_state is None:  # the best epoch was trained by an earlier (resumed) run
+            best_state = _load_best(best_path, best_epoch)
+        model.load_state_dict(best_state)
+    elif config.patience is None:
+        best_epoch = len(history)
+    if config.patience is None:
+        reason = "epochs"
+    else:
+        reason = "plateau" if stopped else "max_epochs"
     model.eval()
-    return TrainResult(model, config, history, path, start)
+    return TrainResult(model, config, history, path, start, best_epoch, reason)
+
+
+def _load_best(path: Path | None, epoch: int) -> dict[str, torch.Tensor]:
+    if path is None or not path.is_file():
+        raise DataError(
+            f"the best epoch ({epoch}) was trained by an earlier run but its weights "
+            f"({path}) are missing; delete the checkpoint folder to train again"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise DataError(f"{path} could not be read ({err}); delete it to train again") from err
+    if not isinstance(state, dict) or state.get("epoch") != epoch or "model" not in state:
+        raise DataError(
+            f"{path} does not hold the best epoch {epoch} of this run; delete the checkpoint "
+            "folder to train again"
+        )
+    return state["model"]

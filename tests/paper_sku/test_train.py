@@ -11,8 +11,11 @@ from paper_sku.knn import embed, evaluate, knn_predict
 from paper_sku.model import PaperCNN
 from paper_sku.sampler import PKSampler
 from paper_sku.train import (
+    BEST_NAME,
     CHECKPOINT_NAME,
+    EpochStats,
     TrainConfig,
+    _plateau,
     build_model,
     l2_penalty,
     load_checkpoint,
@@ -279,3 +282,90 @@ def test_config_loads_from_yaml_and_json(tmp_path):
         TrainConfig.load(tmp_path / "list.yaml")
     with pytest.raises(DataError, match="does not exist"):
         TrainConfig.load(tmp_path / "missing.yaml")
+
+
+def _history(accs):
+    return [
+        EpochStats(
+            epoch=i + 1, loss=0.1, penalty=0.0, active_fraction=0.5, images_per_second=1.0,
+            seconds=1.0, num_images=16, valid_accuracy=a,
+        )
+        for i, a in enumerate(accs)
+    ]  # fmt: skip
+
+
+def test_plateau_rule_by_hand():
+    cfg = TrainConfig(patience=2, progress=False)
+    # best at epoch 2 (0.5); epochs 3 and 4 do not beat it: stop after epoch 4
+    assert _plateau(_history([0.3, 0.5, 0.4, 0.5]), cfg) == (2, True)
+    assert _plateau(_history([0.3, 0.5, 0.4]), cfg) == (2, False)
+    # min_delta: 0.52 is not better than 0.5 + 0.05, so the best stays at epoch 2
+    assert _plateau(
+        _history([0.3, 0.5, 0.52, 0.51]), cfg.model_copy(update={"min_delta": 0.05})
+    ) == (2, True)
+    # min_epochs: no stop before epoch 5 even though epoch 1 was the best
+    late = cfg.model_copy(update={"min_epochs": 5})
+    assert _plateau(_history([0.9, 0.1, 0.1, 0.1]), late) == (1, False)
+    assert _plateau(_history([0.9, 0.1, 0.1, 0.1, 0.1]), late) == (1, True)
+    # without validation numbers the last epoch is the best and nothing stops
+    assert _plateau(_history([None, None]), cfg) == (2, False)
+
+
+def test_patience_stops_keeps_the_best_epoch_and_resumes_stopped(tmp_path):
+    data = prototypes_dataset(8, 4, 1.0, seed=5)
+    valid = prototypes_dataset(4, 4, 1.0, seed=6)
+    cfg = small_config(tmp_path / "stop", epochs=8, patience=1, min_delta=0.2)
+    result = train(cfg, data, valid=valid)
+    accs = [h.valid_accuracy for h in result.history]
+    assert all(a is not None for a in accs)
+    assert result.stop_reason in ("plateau", "max_epochs")
+    best, stopped = _plateau(result.history, cfg)
+    assert result.best_epoch == best and stopped == (result.stop_reason == "plateau")
+    # the returned model is the best epoch's: it reproduces that epoch's validation accuracy
+    gallery, gl = embed(result.model, data)
+    query, ql = embed(result.model, valid)
+    acc = float((knn_predict(query, gallery, gl, k=5) == ql).float().mean())
+    assert acc == pytest.approx(accs[result.best_epoch - 1])
+    assert result.history[-1].effective_rank is not None
+    assert 0.0 <= result.history[-1].mean_pairwise_cosine <= 1.0
+    # load_model gives the same weights; a re-run trains nothing and returns them again
+    loaded = load_model(tmp_path / "stop" / CHECKPOINT_NAME)
+    again = train(cfg, data, valid=valid)
+    assert again.resumed_from == len(result.history) and again.best_epoch == result.best_epoch
+    for model in (loaded, again.model):
+        assert torch.equal(model.head.fc2.weight, result.model.head.fc2.weight)
+
+
+def test_validation_does_not_change_the_weights(tmp_path):
+    data = prototypes_dataset(8, 4, 1.0, seed=5)
+    valid = prototypes_dataset(4, 4, 1.0, seed=6)
+    plain = train(small_config(None, epochs=2, checkpoint_dir=None), AugmentedDataset(data))
+    checked = train(
+        small_config(None, epochs=2, checkpoint_dir=None), AugmentedDataset(data), valid=valid
+    )
+    assert checked.best_epoch == 2 and checked.stop_reason == "epochs"
+    assert torch.equal(plain.model.head.fc2.weight, checked.model.head.fc2.weight)
+
+
+def test_patience_without_validation_or_missing_best_weights(tmp_path):
+    data = prototypes_dataset(8, 4, 1.0, seed=5)
+    with pytest.raises(ConfigurationError, match="patience needs a validation set"):
+        train(small_config(tmp_path, patience=2), data)
+    valid = prototypes_dataset(4, 4, 1.0, seed=6)
+    cfg = small_config(tmp_path / "b", epochs=6, patience=1, min_delta=0.99)  # stops at 2
+    first = train(cfg, data, valid=valid)
+    assert first.stop_reason == "plateau" and first.best_epoch == 1
+    (tmp_path / "b" / BEST_NAME).unlink()
+    with pytest.raises(DataError, match="best epoch"):
+        train(cfg, data, valid=valid)
+
+
+def test_checkpoints_written_before_the_stopping_fields_still_resume(tmp_path):
+    data = prototypes_dataset(8, 4, 1.0, seed=5)
+    train(small_config(tmp_path, epochs=1), data)
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    for key in ("patience", "min_epochs", "min_delta", "eval_k"):
+        del ckpt["config"][key]  # as written by an older version
+    torch.save(ckpt, tmp_path / CHECKPOINT_NAME)
+    resumed = train(small_config(tmp_path, epochs=2), data)
+    assert resumed.resumed_from == 1 and resumed.epochs == 2
