@@ -21,6 +21,7 @@ resumes.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 from rich.progress import (  # noqa: E402
     BarColumn,
     MofNCompleteColumn,
@@ -71,6 +73,55 @@ def versions() -> dict[str, str]:
     }
 
 
+#: Console width when the output goes to a file or a pipe (a log): wide tables stay one per line.
+LOG_WIDTH = 160
+
+
+def make_console(**kwargs: Any) -> Console:
+    """The benchmark's console: the terminal's width on a TTY, else :data:`LOG_WIDTH` columns.
+
+    rich falls back to 80 columns when stdout is not a terminal, which folds every table of a
+    logged run; an explicit ``COLUMNS`` still wins.
+    """
+    wide = not sys.stdout.isatty() and not os.environ.get("COLUMNS", "").strip().isdigit()
+    # emoji codes off: a class or file named like ":cow:" is printed as written
+    kwargs.setdefault("emoji", False)
+    return Console(width=LOG_WIDTH if wide else None, **kwargs)
+
+
+def audit_all(
+    trained: list[Any], data: Any, cfg: Any, out: Path, console: Console
+) -> tuple[list[Any], dict[str, float]]:
+    """Audit every trained model of one seed: a progress bar, and one line per finished audit.
+
+    Returns the audits and the seconds each took (keyed ``<model>-seed<seed>``).
+    """
+    audits, times = [], {}
+    with Progress(
+        TextColumn("[bold]audit (classify, explain, score, intervene)"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("models"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("audit", total=len(trained))
+        for t in trained:
+            t0 = time.perf_counter()
+            audit = audit_model(t, data, cfg, out)
+            audits.append(audit)
+            seconds = time.perf_counter() - t0
+            times[f"{t.name}-seed{t.seed}"] = seconds
+            c = audit.test.classification
+            # printed above the bar (rich keeps a live bar at the bottom)
+            report.print_audit(
+                bar.console, t.name, t.seed, c.images, seconds, c.accuracy, c.macro_f1
+            )
+            bar.advance(task)
+    return audits, times
+
+
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     """The whole pipeline; returns the results dict (also written to ``args.out``)."""
     fields: dict[str, Any] = {}
@@ -86,12 +137,11 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     out: Path = args.out
     cache: Path = args.cache
     t_start = time.perf_counter()
-    console.rule(f"embedcam SKU benchmark: preset {cfg.preset}, seeds {cfg.seeds}")
+    console.rule(escape(f"embedcam SKU benchmark: preset {cfg.preset}, seeds {cfg.seeds}"))
     data = load_data(cfg, cache)
     t_data = time.perf_counter() - t_start
-    console.print(
-        f"data: {data.source}; {len(data.classes)} classes; "
-        + ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
+    report.print_data(
+        console, data.source, list(data.classes), {k: len(v) for k, v in data.splits.items()}
     )
     if not data.has_boxes:
         console.print(
@@ -104,22 +154,8 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     for seed in cfg.seeds:
         trained = train_all(cfg, data, cache, seed, console)
         train_times.update({f"{t.name}-seed{seed}": t.seconds for t in trained})
-        audits = []
-        with Progress(
-            TextColumn("[bold]audit (classify, explain, score, intervene)"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("models"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("audit", total=len(trained))
-            for t in trained:
-                t0 = time.perf_counter()
-                audits.append(audit_model(t, data, cfg, out))
-                audit_times[f"{t.name}-seed{seed}"] = time.perf_counter() - t0
-                bar.advance(task)
+        audits, times = audit_all(trained, data, cfg, out, console)
+        audit_times.update(times)
         res = analysis.seed_result(audits, data, cfg, seed)
         seeds.append(res)
         if seed == cfg.seeds[0]:
@@ -140,7 +176,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "sizes": {k: len(v) for k, v in data.splits.items()},
             "control_train": len(data.control_train) if data.control_train is not None else None,
         },
-        "scaled_down": report.scaled_down(cfg, data),
+        "scaled_down": [],  # filled in below from the per-model summaries
         "seeds": seeds,
         "summary": analysis.across_seeds(seeds),
         "timings": {
@@ -151,10 +187,11 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         },
         "figures": [str(p.relative_to(out)) for p, _ in figures],
     }
+    results["scaled_down"] = report.scaled_down(results)
     atomic_write_json(out / "results.json", results)
     report.write_reports(results, figures, cfg, data, out)
     report.print_report(results, console)
-    console.print(f"results in {out}: results.json, table1.md, report.html, figures/")
+    console.print(escape(f"results in {out}: results.json, table1.md, report.html, figures/"))
     return results
 
 
@@ -186,11 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         help="where generated data and checkpoints are kept and reused",
     )
     args = parser.parse_args(argv)
-    console = Console()
+    console = make_console()
     try:
         run(args, console)
     except ec.errors.EmbedcamError as err:
-        console.print(f"[bold red]error:[/] {err}")
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
         return 2
     return 0
 

@@ -1,28 +1,26 @@
-"""Atomic writes for the benchmark's outputs."""
+"""Atomic writes for the benchmark's outputs: thin wrappers of the library's writer.
+
+``embedcam._atomic`` writes through a temporary file in the destination folder, fsyncs it and
+renames it into place, and gives the result the permissions of any new file (``0o666 & ~umask``;
+``tempfile.mkstemp`` alone would leave it ``0600``).
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from embedcam._atomic import atomic_write_text as _library_write_text
+
+__all__ = ["atomic_write_json", "atomic_write_text"]
+
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write UTF-8 ``text`` to ``path`` atomically (the folder is created when missing)."""
+    _library_write_text(path, text)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically."""
+    """Write ``obj`` as indented JSON atomically (NaN and infinity are refused)."""
     atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +35,126 @@ def _num(x: float | None, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def scaled_down(cfg: SkuConfig, data: Data) -> list[str]:
-    """What this run changes relative to the paper's experiment."""
+def _range(values: list[int]) -> str:
+    lo, hi = min(values), max(values)
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def epochs_note(results: dict[str, Any]) -> str:
+    """How long the models trained, from the per-model summaries (the config only bounds it).
+
+    E.g. ``"epochs 23-41 (plateau stopping, patience 5; best epochs 18-36)"``. Without per-model
+    epoch counts (older results) the configured bounds are given as bounds.
+    """
+    train = results.get("config", {}).get("train", {})
+    models = [m for s in results.get("seeds", []) for m in s.get("models", {}).values()]
+    epochs = [int(m["epochs"]) for m in models if m.get("epochs") is not None]
+    if not epochs:
+        most = train.get("max_epochs", train.get("epochs"))
+        return f"at most {most} epochs per model (epochs trained not recorded)"
+    text = f"epochs {_range(epochs)}"
+    reasons = Counter(str(m["stop_reason"]) for m in models if m.get("stop_reason"))
+    how = []
+    if reasons:
+        patience = train.get("patience")
+        if set(reasons) == {"plateau"}:
+            how.append("plateau stopping" + (f", patience {patience}" if patience else ""))
+        else:
+            how.append(
+                "stopped by "
+                + ", ".join(f"{r} ({n} model{'s' if n > 1 else ''})" for r, n in reasons.items())
+                + (f"; patience {patience}" if patience and "plateau" in reasons else "")
+            )
+    best = [int(m["best_epoch"]) for m in models if m.get("best_epoch") is not None]
+    if best:
+        how.append(f"best epoch{'s' if len(set(best)) > 1 else ''} {_range(best)} kept")
+    return text + (f" ({'; '.join(how)})" if how else "")
+
+
+def scaled_down(results: dict[str, Any]) -> list[str]:
+    """What this run changes relative to the paper's experiment.
+
+    Reads the results dict (``config``, ``data`` and the per-model summaries of ``seeds``), so
+    the epochs reported are the epochs the models trained, not the configured maximum.
+    """
+    cfg = results.get("config", {})
+    data = results.get("data", {})
     notes = []
-    if data.synthetic:
+    if data.get("synthetic"):
         notes.append(
             "data: the synthetic shelf generator (subtle sibling glyph, planted background "
             "shortcut) instead of SKU CLASSIFICATION, which cannot be downloaded here"
         )
-    if cfg.data.image_size != 128:
-        notes.append(f"input size {cfg.data.image_size} px instead of 128 px")
-    if cfg.train.width != 1.0:
-        notes.append(f"CNN width x{cfg.train.width} (filters 64..512 scaled) instead of x1")
+    size = cfg.get("data", {}).get("image_size")
+    if size is not None and size != 128:
+        notes.append(f"input size {size} px instead of 128 px")
+    width = cfg.get("train", {}).get("width")
+    if width is not None and width != 1.0:
+        notes.append(f"CNN width x{width} (filters 64..512 scaled) instead of x1")
+    sizes = data.get("sizes", {})
     notes.append(
-        f"{len(data.classes)} classes, {len(data.splits['train'])} training and "
-        f"{len(data.splits['test'])} test images; {cfg.train.epochs} epochs"
+        f"{len(data.get('classes', []))} classes, {sizes.get('train', 0)} training and "
+        f"{sizes.get('test', 0)} test images; {epochs_note(results)}"
     )
     notes.append("feature judgement automated (embedcam.judge_features) instead of by eye")
     return notes
+
+
+def data_line(source: str, classes: list[str], sizes: dict[str, int], show: int = 8) -> str:
+    """One line describing the data: source, classes (the first ``show`` named) and splits."""
+    named = ", ".join(classes[:show]) + (
+        f", ... ({len(classes) - show} more)" if len(classes) > show else ""
+    )
+    return f"data: {source}; {len(classes)} classes ({named}); " + ", ".join(
+        f"{k} {v}" for k, v in sizes.items()
+    )
+
+
+def audit_line(
+    name: str, seed: int, images: int, seconds: float, accuracy: float, macro_f1: float
+) -> str:
+    """The line printed when one model's audit finishes."""
+    return (
+        f"audited {name} (seed {seed}): {images} test images in {seconds:.1f} s; "
+        f"accuracy {accuracy:.3f}, macro-F1 {macro_f1:.3f}"
+    )
+
+
+def print_data(console: Console, source: str, classes: list[str], sizes: dict[str, int]) -> None:
+    """Print :func:`data_line` literally (class names and paths are data, not rich markup)."""
+    console.print(escape(data_line(source, classes, sizes)))
+
+
+def print_audit(
+    console: Console,
+    name: str,
+    seed: int,
+    images: int,
+    seconds: float,
+    accuracy: float,
+    macro_f1: float,
+) -> None:
+    """Print :func:`audit_line` literally."""
+    console.print(escape(audit_line(name, seed, images, seconds, accuracy, macro_f1)))
+
+
+def skipped_steps(results: dict[str, Any]) -> list[tuple[str, str, list[int]]]:
+    """Analysis steps that could not run: ``(step, reason, seeds)``, each pair once."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for s in results.get("seeds", []):
+        for item in s.get("skipped") or []:
+            key = (str(item.get("step", "?")), str(item.get("reason", "")))
+            out.setdefault(key, []).append(s.get("seed"))
+    return [(step, reason, seeds) for (step, reason), seeds in out.items()]
+
+
+def _seeds_suffix(seeds: list[int], results: dict[str, Any]) -> str:
+    n = len(results.get("seeds", []))
+    return (
+        ""
+        if len(seeds) == n
+        else f" (seed{'s' if len(seeds) > 1 else ''} " + ", ".join(map(str, seeds)) + ")"
+    )
 
 
 def table1_rows(seed_res: dict[str, Any]) -> list[list[str]]:
@@ -170,7 +274,7 @@ def separation_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str
 
 
 def models_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Classification, convergence and background reliance per model."""
+    """Classification and background reliance per model."""
     headers = [
         "model",
         "accuracy",
@@ -181,26 +285,91 @@ def models_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "BG-gap",
         "Only-BG",
         "cos drop (Mixed-Rand)",
-        "train s",
     ]
     rows = []
     for name, m in seed_res["models"].items():
         iv = m.get("interventions", {})
+        converged = m.get("converged")
         rows.append(
             [
                 name,
-                _num(m["accuracy"]),
-                _num(m["valid_accuracy"]),
-                "yes" if m["converged"] else "NO",
+                _num(m.get("accuracy")),
+                _num(m.get("valid_accuracy")),
+                "-" if converged is None else ("yes" if converged else "NO"),
                 _num(iv.get("acc_mixed_same")),
                 _num(iv.get("acc_mixed_rand")),
                 _num(iv.get("bg_gap"), "+.3f"),
                 _num(iv.get("acc_only_bg")),
                 _num(iv.get("cos_drop_mixed_rand"), "+.3f"),
-                f"{m['train_seconds']:.0f}",
             ]
         )
     return headers, rows
+
+
+#: The marker of a collapsed model in the Markdown/HTML tables (bold there; red in the console).
+COLLAPSED = "**COLLAPSED**"
+
+
+def _health(m: dict[str, Any]) -> str:
+    collapsed = m.get("collapsed")
+    return "-" if collapsed is None else (COLLAPSED if collapsed else "ok")
+
+
+def training_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Training and embedding health per model.
+
+    ``epochs`` is what the model trained (the kept checkpoint and why training stopped beside
+    it), ``train s`` the training compute summed over epochs (also across resumed runs) and
+    ``run s`` what this run spent (about 0 when the checkpoint came from the cache). Health:
+    the effective rank and mean pairwise cosine of the test embeddings, the share of active
+    triplets in the kept epoch, and whether the embeddings collapsed.
+    """
+    headers = [
+        "model",
+        "epochs",
+        "kept epoch",
+        "stopped by",
+        "train s",
+        "run s",
+        "effective rank",
+        "mean cosine",
+        "active triplets",
+        "embedding",
+    ]
+    rows = []
+    for name, m in seed_res["models"].items():
+        epochs, best = m.get("epochs"), m.get("best_epoch")
+        active = m.get("active_fraction")
+        rows.append(
+            [
+                name,
+                "-" if epochs is None else str(epochs),
+                "-" if best is None else str(best),
+                str(m.get("stop_reason") or "-"),
+                _num(m.get("train_seconds"), ".1f"),
+                _num(m.get("run_seconds"), ".1f"),
+                _num(m.get("effective_rank"), ".1f"),
+                _num(m.get("mean_pairwise_cosine")),
+                "-" if active is None else f"{100 * active:.1f}%",
+                _health(m),
+            ]
+        )
+    return headers, rows
+
+
+def collapsed_models(seed_res: dict[str, Any]) -> list[str]:
+    """Names of the models whose embeddings collapsed."""
+    return [n for n, m in seed_res["models"].items() if m.get("collapsed")]
+
+
+def _collapse_text(seed_res: dict[str, Any], name: str) -> str:
+    m = seed_res["models"][name]
+    return (
+        f"{name} (seed {seed_res['seed']}): the embeddings collapsed (effective rank "
+        f"{_num(m.get('effective_rank'), '.1f')}, mean pairwise cosine "
+        f"{_num(m.get('mean_pairwise_cosine'))}); its maps and scores are not comparable with "
+        "a healthy model's"
+    )
 
 
 def all_images_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -242,17 +411,27 @@ def calibration_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[st
     return headers, rows
 
 
+#: Cells shown with rich markup instead of literally in the console tables.
+_RICH_CELLS = {COLLAPSED: "[bold red]collapsed[/]"}
+
+
 def _rich(title: str, headers: list[str], rows: list[list[str]]) -> Table:
-    table = Table(title=title, show_lines=False)
+    """A rich table; the title, headers and cells are data, so they are printed literally."""
+    table = Table(title=escape(title), show_lines=False)
     for h in headers:
-        table.add_column(h, overflow="fold")
+        table.add_column(escape(h), overflow="fold")
     for r in rows:
-        table.add_row(*(escape(c) for c in r))
+        table.add_row(*(_RICH_CELLS.get(c, escape(c)) for c in r))
     return table
 
 
 def print_report(results: dict[str, Any], console: Console) -> None:
-    """Print every table of the run."""
+    """Print every table of the run.
+
+    Every string from the data or the results is escaped (``rich.markup.escape``): rich would
+    otherwise read text in square brackets, such as ``[min, max]`` or a class named ``[red]x``,
+    as markup and drop it.
+    """
     for s in results["seeds"]:
         t = s["table1"]
         console.print(
@@ -265,6 +444,11 @@ def print_report(results: dict[str, Any], console: Console) -> None:
         if s.get("paired") and s["paired"]["pairwise"]:
             console.print(_rich("Paired tests on the hard images", *pairwise_table(s)))
         console.print(_rich("Models: accuracy and background reliance", *models_table(s)))
+        console.print(_rich("Models: training and embedding health", *training_table(s)))
+        for name in collapsed_models(s):
+            console.print(
+                f"[bold red]WARNING: {escape(_collapse_text(s, name))}[/]", highlight=False
+            )
         check = s.get("shortcut_check")
         if check:
             style = "green" if check["ok"] else "bold red"
@@ -273,7 +457,7 @@ def print_report(results: dict[str, Any], console: Console) -> None:
                 if check["ok"]
                 else ("WARNING: " + "; ".join(check["problems"]))
             )
-            console.print(f"[{style}]{msg}[/]")
+            console.print(f"[{style}]{escape(msg)}[/]")
         if s.get("separation"):
             console.print(
                 _rich(
@@ -292,12 +476,19 @@ def print_report(results: dict[str, Any], console: Console) -> None:
             )
             ch = cal["chosen"]
             console.print(
-                f"chosen judge: {ch['criterion']} >= {ch['threshold']} on {ch['recipe']}/"
-                f"{ch['method']}: kappa {_num(ch['kappa'])} (calibration), "
-                f"{_num(ch['test_kappa'])} (test)"
+                escape(
+                    f"chosen judge: {ch['criterion']} >= {ch['threshold']} on {ch['recipe']}/"
+                    f"{ch['method']}: kappa {_num(ch['kappa'])} (calibration), "
+                    f"{_num(ch['test_kappa'])} (test)"
+                )
             )
     if len(results["seeds"]) > 1:
         console.print(_rich("Across seeds (mean +- sd [min, max])", *summary_table(results)))
+    for step, reason, seeds in skipped_steps(results):
+        console.print(
+            f"[yellow]{escape(f'skipped {step}: {reason}' + _seeds_suffix(seeds, results))}[/]",
+            highlight=False,
+        )
     console.print(f"wall time: {results['timings']['total_s']:.0f} s")
 
 
@@ -346,21 +537,45 @@ def _ok(seed_res: dict[str, Any], name: str, i: int) -> tuple[bool, bool]:
     return m["pred"][i] == per["labels"][i], bool(feats[i]) if feats is not None else False
 
 
+#: The galleries of instructive hard images, by kind: (figure title, caption).
+CASE_KINDS = {
+    "all correct": (
+        "Hard images that every model gets right (class and features)",
+        "Gallery: hard images where every model shown has class and features correct.",
+    ),
+    "only one correct": (
+        "Hard images that exactly one model gets right (class and features)",
+        "Gallery: hard images where exactly one model shown has class and features correct.",
+    ),
+    "all wrong": (
+        "Hard images that every model gets wrong (class and features)",
+        "Gallery: hard images where every model shown has both the class and the features wrong.",
+    ),
+}
+
+
 def pick_cases(seed_res: dict[str, Any], cfg: SkuConfig, per_kind: int) -> dict[str, list[int]]:
-    """Instructive hard images: all loss models correct, only one correct, all wrong."""
-    names = [n for n in cfg.losses if n in seed_res["per_image"]["models"]]
-    kinds: dict[str, list[int]] = {"all correct": [], "only one correct": [], "all wrong": []}
+    """Instructive hard images, judged over every model a gallery shows (the losses and the
+    control): all correct (class and features, every model), only one correct, all wrong
+    (class and features wrong, every model: every panel red).
+
+    ``cfg`` is kept for the call signature; the models are those of ``per_image``, which are
+    the columns of the galleries (:func:`case_rows`).
+    """
+    del cfg
+    names = list(seed_res["per_image"]["models"])
+    kinds: dict[str, list[int]] = {k: [] for k in CASE_KINDS}
     for i in seed_res["hard_images"]:
-        ok = [all(_ok(seed_res, n, i)) for n in names]
-        kind = (
-            "all correct"
-            if all(ok)
-            else "only one correct"
-            if sum(ok) == 1
-            else "all wrong"
-            if not any(ok)
-            else None
-        )
+        verdicts = [_ok(seed_res, n, i) for n in names]
+        both = [c and f for c, f in verdicts]
+        if all(both):
+            kind: str | None = "all correct"
+        elif sum(both) == 1:
+            kind = "only one correct"
+        elif not any(c or f for c, f in verdicts):
+            kind = "all wrong"
+        else:
+            kind = None
         if kind and len(kinds[kind]) < per_kind:
             kinds[kind].append(i)
     return kinds
@@ -435,17 +650,90 @@ def recipe_figure(
     )
 
 
+# A label breaks after these characters (kept on the line they end).
+_BREAK_AFTER = re.compile(r"(?<=[-_ ./])")
+
+
+def _wrap_label(text: str, width: int) -> list[str]:
+    """Greedy line filling at ``-``, ``_``, space, ``.`` and ``/``; a piece longer than
+    ``width`` is cut into ``width``-sized chunks."""
+    pieces: list[str] = []
+    for piece in _BREAK_AFTER.split(text):
+        pieces += [piece[k : k + width] for k in range(0, len(piece), width)] if piece else []
+    lines: list[str] = []
+    for piece in pieces:
+        if lines and len(lines[-1]) + len(piece) <= width:
+            lines[-1] += piece
+        else:
+            lines.append(piece)
+    return [line.strip() for line in lines]
+
+
+def short_labels(names: list[str], width: int = 22, lines: int = 2) -> list[str]:
+    """Figure labels of at most ``lines`` lines of about ``width`` characters, distinct when the
+    names are.
+
+    A name that fits stays whole, broken onto lines after ``-``, ``_``, spaces, ``.`` or ``/``.
+    A longer one keeps its beginning, an ellipsis, and on the last line its end - where sibling
+    products differ (``Arla-Ecological-Medium-Fat-Milk-1L`` vs. ``...-2L``). When two labels
+    would still read the same, the last line shows a window further into the names until they
+    differ; failing that, a ``#k`` suffix tells them apart. (Cutting at a fixed length, as
+    ``name[:18]``, made ``Arla-Ecological-Medium-Fat-Milk`` and ``Arla-Ecological-Sour-Cream``
+    the same label.)
+    """
+    ell = "\u2026"
+
+    def shorten(name: str, shift: int = 0) -> str:
+        wrapped = _wrap_label(name, width)
+        if len(wrapped) <= lines:
+            return "\n".join(wrapped)
+        head = _wrap_label(name, width - 1)[: max(lines - 1, 1)]
+        head[-1] += ell
+        if lines == 1:
+            return head[0]
+        end = len(name) - shift
+        size = width if shift == 0 else width - 1
+        tail = name[max(end - size, 0) : end]
+        cut = _BREAK_AFTER.search(tail[:-1], 1) if shift == 0 else None
+        if cut is not None and cut.start() <= len(tail) // 3:
+            tail = tail[cut.start() :]  # start the end part at a word
+        return "\n".join([*head, tail.strip() + (ell if shift else "")])
+
+    labels = [shorten(n) for n in names]
+    counts = Counter(labels)
+    groups: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        if counts[lab] > 1:
+            groups.setdefault(lab, []).append(i)
+    taken = set(labels)
+    for members in groups.values():
+        distinct = sorted({names[i] for i in members})
+        if len(distinct) == 1:
+            continue  # the same name twice: the same label is right
+        for shift in range(1, max(len(n) for n in distinct)):
+            trial = {n: shorten(n, shift) for n in distinct}
+            if len(set(trial.values())) == len(distinct) and not set(trial.values()) & taken:
+                break
+        else:
+            trial = {n: f"{shorten(n)} #{k + 1}" for k, n in enumerate(distinct)}
+        for i in members:
+            labels[i] = trial[names[i]]
+        taken |= set(trial.values())
+    return labels
+
+
 def case_rows(
     seed_res: dict[str, Any], maps: FigureMaps, data: Data, cfg: SkuConfig, indices: list[int]
 ) -> list[list[GridCell | None]]:
     """One row per image: the original with its box, then each model's darkened image."""
     test = data.splits["test"]
     images, labels = test.images[indices], test.labels[indices]
+    names = short_labels(data.classes)
     rows: list[list[GridCell | None]] = [
         [
             GridCell(
                 image=images[i],
-                title=data.classes[int(labels[i])][:18],
+                title=names[int(labels[i])],
                 boxes=test.boxes[idx] if test.boxes is not None else None,
             )
         ]
@@ -494,8 +782,7 @@ def make_figures(
             )
         else:
             kind = key.removeprefix("gallery_").replace("_", " ")
-            title = f"Hard images where {kind}"
-            caption = f"Gallery: hard images where {kind} (class and features)."
+            title, caption = CASE_KINDS[kind]
         path = image_grid(
             case_rows(seed_res, maps, data, cfg, idx),
             out / "figures" / f"{key}.png",
@@ -521,8 +808,17 @@ def write_reports(
         f"Wall time {results['timings']['total_s']:.0f} s."
     )
     rep.add_heading("Scaled down relative to the paper")
-    for note in results["scaled_down"]:
-        rep.add_paragraph("- " + note)
+    rep.add_list(results["scaled_down"])
+    skipped = skipped_steps(results)
+    if skipped:
+        rep.add_heading("Skipped steps")
+        rep.add_paragraph("Analysis steps that could not run on this data:")
+        rep.add_list(
+            [
+                f"**{step}**: {reason}{_seeds_suffix(seeds, results)}"
+                for step, reason, seeds in skipped
+            ]
+        )
     for s in results["seeds"]:
         t = s["table1"]
         rep.add_heading(f"Table 1, seed {s['seed']}")
@@ -536,6 +832,10 @@ def write_reports(
             rep.add_table(*pairwise_table(s), caption="Exact McNemar with Holm correction")
         rep.add_heading("Accuracy and background reliance", level=3)
         rep.add_table(*models_table(s))
+        rep.add_heading("Training and embedding health", level=3)
+        rep.add_table(*training_table(s))
+        for name in collapsed_models(s):
+            rep.add_paragraph(f"**Warning: {_collapse_text(s, name)}.**")
         if s.get("shortcut_check"):
             chk = s["shortcut_check"]
             rep.add_paragraph(

@@ -142,6 +142,8 @@ def markdown_table(
 
 
 _CODE_SPAN = re.compile(r"(`[^`]+`)")
+# a Markdown list item: "- ", "* " or "+ " (bullets) or "1. " / "1) " (numbered)
+_LIST_ITEM = re.compile(r"^\s{0,3}(?:([-*+])|(\d{1,9})[.)])\s+(\S.*)$")
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
 
 
@@ -154,6 +156,30 @@ def _inline_html(text: str) -> str:
         else:
             parts.append(_BOLD.sub(r"<strong>\1</strong>", html.escape(piece)))
     return "".join(parts)
+
+
+def _list_items(text: str) -> tuple[bool, int, list[str]] | None:
+    """Parse ``text`` as a Markdown list: ``(ordered, first number, items)``, or ``None``.
+
+    The first line must start a list item (``- x``, ``* x``, ``+ x``, ``1. x``, ``1) x``); a line
+    that starts no item continues the item above. Items are whitespace-normalised.
+    """
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    if not lines:
+        return None
+    first = _LIST_ITEM.match(lines[0])
+    if first is None:
+        return None
+    ordered = first.group(2) is not None
+    start = int(first.group(2)) if ordered else 1
+    items: list[str] = []
+    for line in lines:
+        m = _LIST_ITEM.match(line)
+        if m is not None and (m.group(2) is not None) == ordered:
+            items.append(m.group(3))
+        else:
+            items[-1] += " " + line
+    return ordered, start, [" ".join(item.split()) for item in items]
 
 
 def _image_mime(data: bytes, path: Path) -> str:
@@ -189,6 +215,13 @@ class _Paragraph:
 
 
 @dataclass(frozen=True)
+class _List:
+    items: tuple[str, ...]
+    ordered: bool
+    start: int = 1
+
+
+@dataclass(frozen=True)
 class _Table:
     headers: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
@@ -207,7 +240,7 @@ class _Preformatted:
     text: str
 
 
-_Block = _Heading | _Paragraph | _Table | _Figure | _Preformatted
+_Block = _Heading | _Paragraph | _List | _Table | _Figure | _Preformatted
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
@@ -230,13 +263,16 @@ pre code { background: none; padding: 0; }
 
 
 class Report:
-    """A document builder: headings, paragraphs, tables, figures and preformatted text.
+    """A document builder: headings, paragraphs, lists, tables, figures and preformatted text.
 
     Blocks are kept in the order they are added and written by :meth:`write_markdown` (tables as
     GitHub Markdown, figures as relative links) or :meth:`write_html` (one self-contained file:
     inline CSS, figures embedded as base64 ``data:`` URIs, no scripts, fonts or external links).
     The report title is the level-1 heading and the HTML ``<title>``. Paragraph text is plain text
-    (HTML-escaped) with two bits of inline markup: ``**bold**`` and `` `code` ``.
+    (HTML-escaped) with two bits of inline markup: ``**bold**`` and `` `code` ``. A list is added
+    with :meth:`add_list`; a paragraph written as a Markdown list (``"- a"``, ``"1. a"``, one item
+    per line) is rendered as one too, and consecutive list items of the same kind form one list
+    (``<ul>``/``<ol>`` in HTML, a tight list in Markdown).
 
     Args:
         title: The document title.
@@ -283,6 +319,59 @@ class Report:
         """
         self._blocks.append(_Paragraph(str(text)))
 
+    def add_list(self, items: Sequence[str], *, ordered: bool = False) -> None:
+        """Add a bulleted (or numbered) list; each item is a line of paragraph text.
+
+        Args:
+            items: The items (plain text with optional ``**bold**`` and `` `code` `` spans).
+            ordered: Number the items (``<ol>``) instead of bulleting them (``<ul>``).
+
+        Raises:
+            EmbedcamValueError: If ``items`` is a string rather than a sequence of strings.
+
+        Examples:
+            >>> rep = Report("r")
+            >>> rep.add_list(["input 32 px", "2 epochs"])
+            >>> print(rep.to_markdown("."))
+            # r
+            <BLANKLINE>
+            - input 32 px
+            - 2 epochs
+            <BLANKLINE>
+        """
+        if isinstance(items, (str, bytes)):
+            raise EmbedcamValueError(
+                f"items must be a sequence of strings, one per item, got the string {items!r}"
+            )
+        self._blocks.append(_List(tuple(" ".join(str(i).split()) for i in items), bool(ordered)))
+
+    @staticmethod
+    def _as_list(block: _Block) -> _List | None:
+        """The list a block renders as: a list block, a paragraph written as one, or ``None``."""
+        if isinstance(block, _List):
+            return block
+        if isinstance(block, _Paragraph):
+            parsed = _list_items(block.text)
+            if parsed is not None:
+                ordered, start, items = parsed
+                return _List(tuple(items), ordered, start)
+        return None
+
+    def _merged_blocks(self) -> list[_Block]:
+        """The blocks with consecutive lists of the same kind merged into one list."""
+        out: list[_Block] = []
+        for block in self._blocks:
+            lst = self._as_list(block)
+            if lst is None:
+                out.append(block)
+                continue
+            prev = out[-1] if out else None
+            if isinstance(prev, _List) and prev.ordered == lst.ordered:
+                out[-1] = _List(prev.items + lst.items, prev.ordered, prev.start)
+            else:
+                out.append(lst)
+        return out
+
     def add_table(
         self,
         headers: Sequence[str],
@@ -292,6 +381,9 @@ class Report:
         align: Sequence[str | None] | None = None,
     ) -> None:
         """Add a table; cells are converted with ``str()`` now (format floats before).
+
+        Cells are plain text with the paragraphs' inline markup (``**bold**``, `` `code` ``),
+        rendered in HTML as a Markdown viewer renders it in the Markdown table.
 
         Args:
             headers: Column names, ``C`` of them.
@@ -355,11 +447,20 @@ class Report:
         """
         base = Path(base_dir).resolve()
         out = [f"# {' '.join(self.title.split())}"]
-        for block in self._blocks:
+        for block in self._merged_blocks():
             if isinstance(block, _Heading):
                 out.append(f"{'#' * block.level} {block.text}")
             elif isinstance(block, _Paragraph):
                 out.append(" ".join(block.text.split()))
+            elif isinstance(block, _List):
+                if not block.items:
+                    continue
+                out.append(
+                    "\n".join(
+                        (f"{block.start + k}. " if block.ordered else "- ") + item
+                        for k, item in enumerate(block.items)
+                    )
+                )
             elif isinstance(block, _Table):
                 table = markdown_table(block.headers, block.rows, block.align).rstrip("\n")
                 out.append(f"**{block.caption}**\n\n{table}" if block.caption else table)
@@ -394,11 +495,18 @@ class Report:
         """
         esc = html.escape
         body = [f"<h1>{esc(self.title)}</h1>"]
-        for block in self._blocks:
+        for block in self._merged_blocks():
             if isinstance(block, _Heading):
                 body.append(f"<h{block.level}>{esc(block.text)}</h{block.level}>")
             elif isinstance(block, _Paragraph):
                 body.append(f"<p>{_inline_html(' '.join(block.text.split()))}</p>")
+            elif isinstance(block, _List):
+                if not block.items:
+                    continue
+                tag = "ol" if block.ordered else "ul"
+                start = f' start="{block.start}"' if block.ordered and block.start != 1 else ""
+                items = "\n".join(f"<li>{_inline_html(item)}</li>" for item in block.items)
+                body.append(f"<{tag}{start}>\n{items}\n</{tag}>")
             elif isinstance(block, _Table):
                 body.append(self._html_table(block))
             elif isinstance(block, _Figure):
@@ -430,7 +538,8 @@ class Report:
     def _html_table(block: _Table) -> str:
         def cell(tag: str, text: str, align: str | None) -> str:
             style = f' style="text-align: {align}"' if align else ""
-            inner = "<br>".join(html.escape(line) for line in text.splitlines()) if text else ""
+            # the same inline markup as paragraphs, as a Markdown viewer renders in a cell
+            inner = "<br>".join(_inline_html(line) for line in text.splitlines()) if text else ""
             return f"<{tag}{style}>{inner}</{tag}>"
 
         parts = ["<table>"]

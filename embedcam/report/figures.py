@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.text import Text
 
 __all__ = ["GridCell", "image_grid"]
 
@@ -235,10 +237,46 @@ def _check_grid(
     return n_rows, n_cols
 
 
+def _wrap_to_width(text: Text, max_width: float) -> None:
+    """Break ``text`` into lines at word boundaries until it is at most ``max_width`` pixels wide.
+
+    matplotlib neither wraps nor shrinks a title that is wider than its figure or panel: it is
+    centred and cut off at both edges. Words longer than a line are broken.
+    """
+    content = text.get_text()
+    if not content:
+        return
+    fig = text.get_figure()
+    assert fig is not None
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    width = text.get_window_extent(renderer).width
+    if width <= max_width:
+        return
+    paragraphs = content.split("\n")
+    chars = max(len(p) for p in paragraphs)
+    while chars > 1:
+        # shrink in proportion to the overshoot, at least one character per step
+        chars = max(1, min(chars - 1, int(chars * max_width / width)))
+        text.set_text("\n".join(textwrap.fill(p, chars) if p else p for p in paragraphs))
+        width = text.get_window_extent(renderer).width
+        if width <= max_width:
+            return
+
+
 def _draw_cell(
-    ax: Axes, cell: GridCell, *, font: float, map_alpha: float, map_cmap: str, box_color: str
+    ax: Axes,
+    cell: GridCell,
+    *,
+    font: float,
+    map_alpha: float,
+    map_cmap: str,
+    box_color: str,
+    panel: float = math.inf,
 ) -> None:
-    """Draw one cell into ``ax``: image, overlay, boxes, border and texts."""
+    """Draw one cell into ``ax``: image, overlay, boxes, border and texts.
+
+    Titles and subtitles wider than ``panel`` pixels are wrapped onto several lines.
+    """
     from matplotlib.patches import Rectangle
 
     img = _image_to_hwc(cell.image)
@@ -268,9 +306,9 @@ def _draw_cell(
             spine.set_edgecolor(cell.border)
             spine.set_linewidth(max(2.0, font / 2.5))
     if cell.title:
-        ax.set_title(cell.title, fontsize=font)
+        _wrap_to_width(ax.set_title(cell.title, fontsize=font), panel)
     if cell.subtitle:
-        ax.set_xlabel(cell.subtitle, fontsize=font * 0.85)
+        _wrap_to_width(ax.set_xlabel(cell.subtitle, fontsize=font * 0.85), panel)
 
 
 def image_grid(
@@ -293,8 +331,10 @@ def image_grid(
     ``round(cols * cell_size * dpi)`` by ``round(rows * cell_size * dpi)`` pixels; titles take
     room from the panels rather than growing the figure. Column titles are drawn in bold above the
     top row (above its cell titles), row titles in bold to the left of the first column, and
-    ``title`` above everything. ``None`` cells are left blank. The figure is built without
-    ``pyplot`` and released after writing, so hundreds of calls do not accumulate memory.
+    ``title`` above everything. A title wider than the figure (a column or cell title wider than
+    its panel) is wrapped onto several lines at word boundaries instead of being cut off. ``None``
+    cells are left blank. The figure is built without ``pyplot`` and released after writing, so
+    hundreds of calls do not accumulate memory.
 
     Args:
         cells: Rows of panels, all rows of equal length; ``None`` for a blank panel.
@@ -330,6 +370,7 @@ def image_grid(
         (120, 40)
     """
     n_rows, n_cols = _check_grid(cells, row_titles, col_titles, cell_size, dpi)
+    cell_px = cell_size * dpi  # a panel's width in pixels; titles longer than it are wrapped
     if not 0 <= map_alpha <= 1:
         raise EmbedcamValueError(f"map_alpha must be in [0, 1], got {map_alpha}")
     import matplotlib
@@ -362,7 +403,13 @@ def image_grid(
                 ax.patch.set_visible(False)
             else:
                 _draw_cell(
-                    ax, cell, font=font, map_alpha=map_alpha, map_cmap=map_cmap, box_color=box_color
+                    ax,
+                    cell,
+                    font=font,
+                    map_alpha=map_alpha,
+                    map_cmap=map_cmap,
+                    box_color=box_color,
+                    panel=cell_px,
                 )
             if j == 0 and row_titles is not None and row_titles[i]:
                 ax.set_ylabel(row_titles[i], fontsize=font, fontweight="bold")
@@ -373,7 +420,7 @@ def image_grid(
             ax = axes[0][j]
             if ax.get_title():
                 # stacked above the cell title; an axes child, so constrained layout makes room
-                ax.annotate(
+                note = ax.annotate(
                     label,
                     xy=(0.5, 1.0),
                     xycoords=ax.title,
@@ -384,10 +431,13 @@ def image_grid(
                     fontsize=font,
                     fontweight="bold",
                 )
+                _wrap_to_width(note, cell_px)
             else:
-                ax.set_title(label, fontsize=font, fontweight="bold")
+                _wrap_to_width(ax.set_title(label, fontsize=font, fontweight="bold"), cell_px)
     if title:
-        fig.suptitle(title, fontsize=font * 1.25, fontweight="bold")
+        # wrapped to the figure's width (less a margin): the canvas never grows for a title
+        sup = fig.suptitle(title, fontsize=font * 1.25, fontweight="bold")
+        _wrap_to_width(sup, fig.bbox.width - 2 * font * dpi / 72)
     buf = io.BytesIO()
     try:
         fig.savefig(buf, format="png", dpi=dpi)
