@@ -56,9 +56,14 @@ class Sample(BaseModel):
             image (detection exports only).
         size: Image size ``(H, W)`` in pixels, when the reader looked at the file.
         additional_labels: The class's additional labels, e.g. ``{"category": ..., "group": ...}``.
-        mask_path: Path of an exact object mask (synthetic data), or ``None``.
+        mask_path: Path of an exact object mask (synthetic and composite exports: a COCO
+            image's ``extra.mask``), or ``None``.
         extra: Free-form per-image ground truth, e.g. ``background_id`` and ``home`` for
             synthetic images (copied from a COCO image's ``extra`` field).
+        segmentation: The COCO ``segmentation`` of each of the image's own-class annotations
+            (polygons, uncompressed or compressed RLE), when the image has no mask file and
+            every such annotation has one; :meth:`load_mask` rasterises their union at
+            :attr:`size`. ``None`` otherwise.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -73,6 +78,13 @@ class Sample(BaseModel):
     additional_labels: dict[str, str] = Field(default_factory=dict)
     mask_path: Path | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    segmentation: tuple[Any, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check_segmentation(self) -> Sample:
+        if self.segmentation is not None and self.size is None:
+            raise ValueError(f"{self.path}: a segmentation needs the image size")
+        return self
 
     @property
     def source_name(self) -> str:
@@ -100,21 +112,39 @@ class Sample(BaseModel):
             )
         return torch.tensor(self.boxes, dtype=torch.float32).reshape(-1, 4)
 
+    @property
+    def has_mask(self) -> bool:
+        """Whether :meth:`load_mask` has an exact mask to return (a mask file or a segmentation)."""
+        return self.mask_path is not None or self.segmentation is not None
+
     def load_mask(self) -> torch.Tensor:
         """Read the exact object mask of the sample.
+
+        The mask file (:attr:`mask_path`) when there is one, else the union of the COCO
+        :attr:`segmentation` rasterised at :attr:`size` (a pixel is in the mask when its centre
+        lies inside a polygon; RLE runs are column-major, as in COCO).
 
         Returns:
             A bool tensor ``(H, W)``, true on object pixels.
 
         Raises:
-            DataError: If the sample has no mask, or the mask file is missing or corrupt.
+            DataError: If the sample has no mask, the mask file is missing or corrupt, or the
+                segmentation is malformed.
         """
-        if self.mask_path is None:
-            raise DataError(
-                f"{str(self.path)!r} has no object mask; masks exist for synthetic exports "
-                "(generate_shelf); on real data use boxes_to_masks(boxes, size)"
+        if self.mask_path is not None:
+            return torch.from_numpy(read_mask(self.mask_path))
+        if self.segmentation is not None and self.size is not None:
+            from embedcam.datasets._segmentation import rasterize_segmentations
+
+            mask = rasterize_segmentations(
+                self.segmentation, self.size, f"segmentation of {str(self.path)!r}"
             )
-        return torch.from_numpy(read_mask(self.mask_path))
+            return torch.from_numpy(mask)
+        raise DataError(
+            f"{str(self.path)!r} has no object mask; masks exist for synthetic and composite "
+            "exports (generate_shelf, compose_export) and COCO exports with segmentations; "
+            "otherwise use boxes_to_masks(boxes, size)"
+        )
 
 
 class SkippedFile(BaseModel):

@@ -15,6 +15,12 @@ in one of these layouts, all read by :func:`load_roboflow`:
 * ``voc``: a Pascal VOC ``.xml`` beside each image (Everingham et al., IJCV 2010), read by tag
   name with float coordinates.
 
+A ``val/`` or ``validation/`` folder is read as the ``valid`` split (an export with two of them
+is refused). In COCO exports an image's exact object mask is the PNG its ``extra.mask`` names
+(inside the export), or else the union of its own-class annotations' ``segmentation``
+(polygons, uncompressed or compressed RLE), kept in :attr:`Sample.segmentation` and rasterised
+by :meth:`Sample.load_mask`.
+
 Roboflow renames files to ``<stem>_<ext>.rf.<hash>.<ext>``; :attr:`Sample.source_name` recovers
 the original name.
 """
@@ -34,6 +40,7 @@ import yaml
 
 from embedcam import boxes as _boxes
 from embedcam.datasets._io import image_size, is_image
+from embedcam.datasets._segmentation import check_segmentation
 from embedcam.datasets.index import SPLITS, Box, DatasetIndex, ExportFormat, Sample, SkippedFile
 from embedcam.errors import ConfigurationError, DataError
 
@@ -58,6 +65,7 @@ class _Raw:
     size: tuple[int, int] | None = None
     mask_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    segmentation: tuple[Any, ...] | None = None
 
 
 @dataclass
@@ -89,14 +97,31 @@ class _Ctx:
         return image_size(path, verify=self.verify_images)
 
 
+_SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "valid": ("valid", "val", "validation"),
+    "test": ("test",),
+}
+"""Folder names accepted for each split (``val/`` and ``validation/`` are the ``valid`` split)."""
+
+
 def _split_dirs(root: Path) -> list[tuple[str, Path]]:
     if not root.is_dir():
         raise DataError(f"export root {str(root)!r} is not a folder; pass the unzipped export")
-    found = [(s, root / s) for s in SPLITS if (root / s).is_dir()]
+    found: list[tuple[str, Path]] = []
+    for split in SPLITS:
+        dirs = [root / name for name in _SPLIT_FOLDERS[split] if (root / name).is_dir()]
+        if len(dirs) > 1:
+            raise DataError(
+                f"the export at {str(root)!r} has several folders for the {split!r} split: "
+                f"{[d.name + '/' for d in dirs]}; keep one (merge or remove the others)"
+            )
+        if dirs:
+            found.append((split, dirs[0]))
     if not found:
         raise DataError(
-            f"no split folders {list(SPLITS)} in {str(root)!r}; point load_roboflow at the "
-            "folder that contains train/, valid/ and test/"
+            f"no split folders {list(SPLITS)} (or val/, validation/) in {str(root)!r}; point "
+            "load_roboflow at the folder that contains train/, valid/ and test/"
         )
     return found
 
@@ -237,7 +262,7 @@ def _read_coco(ctx: _Ctx) -> tuple[list[_Raw], list[str], dict[str, Any]]:
     raws: list[_Raw] = []
     order: list[str] = []
     meta: dict[str, Any] = {}
-    pending: list[tuple[_Raw, list[tuple[str, Box]]]] = []
+    pending: list[tuple[_Raw, list[tuple[str, Box]], list[tuple[str, Any]]]] = []
     for split, d in _split_dirs(ctx.root):
         ann_file = d / _COCO_FILE
         if not ann_file.is_file():
@@ -268,6 +293,7 @@ def _read_coco(ctx: _Ctx) -> tuple[list[_Raw], list[str], dict[str, Any]]:
             if cat_name[int(cat["id"])] not in order:
                 order.append(cat_name[int(cat["id"])])
         by_image: dict[int, list[tuple[str, Box]]] = {}
+        segs_of: dict[int, list[tuple[str, Any, Any]]] = {}
         for a in anns:
             cid = int(a["category_id"])
             if cid not in cat_name:
@@ -278,6 +304,9 @@ def _read_coco(ctx: _Ctx) -> tuple[list[_Raw], list[str], dict[str, Any]]:
             bbox = _boxes.coco_to_xyxy(torch.tensor(a["bbox"], dtype=torch.float64))
             by_image.setdefault(int(a["image_id"]), []).append(
                 (cat_name[cid], _as_box_list(bbox)[0])
+            )
+            segs_of.setdefault(int(a["image_id"]), []).append(
+                (cat_name[cid], a.get("segmentation"), a.get("id"))
             )
         for img in images:
             f = d / str(img["file_name"])
@@ -294,18 +323,35 @@ def _read_coco(ctx: _Ctx) -> tuple[list[_Raw], list[str], dict[str, Any]]:
                 continue
             extra = dict(img.get("extra") or {})
             mask = extra.get("mask")
-            raw = _Raw(
-                f,
-                split,
-                "",
-                None,
-                size=declared,
-                mask_path=(d / str(mask)) if mask else None,
-                extra=extra,
-            )
-            pending.append((raw, objects))
-    for raw, objects in pending:
+            mask_path = None
+            if mask:
+                mask_path = (d / str(mask)).resolve()
+                if not mask_path.is_relative_to(ctx.root):
+                    ctx.bad(
+                        f,
+                        f"the mask file {str(mask)!r} of {str(f)!r} in {str(ann_file)!r} "
+                        f"resolves to {str(mask_path)!r}, outside the export {str(ctx.root)!r}",
+                    )
+                    continue
+            segs: list[tuple[str, Any]] = []
+            try:
+                for name, seg, ann_id in segs_of.get(int(img["id"]), []):
+                    where = (
+                        f"malformed segmentation in {str(ann_file)!r}, annotation {ann_id} of "
+                        f"image {str(img['file_name'])!r}"
+                    )
+                    segs.append((name, seg if check_segmentation(seg, declared, where) else None))
+            except DataError as err:
+                ctx.bad(f, str(err))
+                continue
+            raw = _Raw(f, split, "", None, size=declared, mask_path=mask_path, extra=extra)
+            pending.append((raw, objects, segs))
+    for raw, objects, segs in pending:
         raw.class_name, raw.boxes, raw.other_objects = _split_objects(objects, order)
+        own = [seg for name, seg in segs if name == raw.class_name]
+        # a partial union would call unsegmented objects background: no mask rather than a wrong one
+        if raw.mask_path is None and own and all(seg is not None for seg in own):
+            raw.segmentation = tuple(own)
         raws.append(raw)
     return raws, order, meta
 
@@ -587,6 +633,12 @@ def load_roboflow(
     The licence line of the export (``README.dataset.txt``, ``data.yaml``'s ``roboflow.license``
     or the COCO ``licenses``) is kept in ``index.metadata["license"]``.
 
+    Exact object masks (COCO only): the PNG named by an image's ``extra.mask`` (relative to its
+    split folder, and inside the export), else the union of the ``segmentation`` of the image's
+    own-class annotations when every one of them has one (:attr:`Sample.segmentation`,
+    rasterised by :meth:`Sample.load_mask`). An image where some of its class's objects are
+    unsegmented gets no mask rather than one that calls them background.
+
     Args:
         root: The export's root folder (holding ``train/``, ``valid/``, ``test/``).
         extra_labels: Optional mapping file of additional labels keyed by class name (see
@@ -605,10 +657,12 @@ def load_roboflow(
 
     Raises:
         ConfigurationError: If ``format`` is not one of the layouts.
-        DataError: If the export cannot be read: no split folders, an undetectable layout, a
-            missing annotation file, a corrupt or missing image (naming the file), a malformed
-            YOLO or VOC label (naming the file and line), classes missing from or unknown to the
-            mapping file (listing them).
+        DataError: If the export cannot be read: no split folders (or both ``valid/`` and
+            ``val/``), an undetectable layout, a missing annotation file, a corrupt or missing
+            image (naming the file), a malformed YOLO or VOC label (naming the file and line), a
+            malformed COCO segmentation (naming the annotation file and image), a mask file
+            outside the export, classes missing from or unknown to the mapping file (listing
+            them).
 
     Examples:
         >>> import embedcam as ec
@@ -668,6 +722,7 @@ def load_roboflow(
             additional_labels=class_labels.get(r.class_name, {}),
             mask_path=r.mask_path,
             extra=r.extra,
+            segmentation=r.segmentation,
         )
         for r in raws
     ]
