@@ -6,11 +6,22 @@
   masks with every resize or augmentation.
 * :func:`generate_shelf` writes a synthetic shelf dataset with a controllable background
   shortcut as a Roboflow COCO export, with exact object masks.
+* :func:`compose_export` does the same with real imagery: catalogue cut-outs on white pasted
+  onto real shelf or store photos, with exact masks and a planted background shortcut.
 * :func:`preview_grid` / :func:`save_preview` draw a grid of samples with their boxes.
 """
 
 from __future__ import annotations
 
+from embedcam.datasets.composite import (
+    CompositeConfig,
+    CompositeImage,
+    CompositeRenderer,
+    Cutout,
+    compose_export,
+    cutout_mask,
+    load_cutout,
+)
 from embedcam.datasets.index import SPLITS, DatasetIndex, Sample, SkippedFile
 from embedcam.datasets.preview import intervention_grid, preview_grid, save_preview
 from embedcam.datasets.roboflow import FORMATS, detect_format, load_roboflow, read_extra_labels
@@ -56,6 +67,13 @@ __all__ = [
     "SHAPES",
     "GLYPHS",
     "generate_shelf",
+    "CompositeConfig",
+    "CompositeRenderer",
+    "CompositeImage",
+    "Cutout",
+    "compose_export",
+    "cutout_mask",
+    "load_cutout",
     "preview_grid",
     "intervention_grid",
     "save_preview",
