@@ -6,7 +6,7 @@ photos of shelves or stores as backgrounds. :func:`compose_export` writes a Robo
 that :func:`~embedcam.datasets.load_roboflow` reads with boxes *and* exact masks.
 
 **Cut-outs** (:func:`cutout_mask`). The white background of a catalogue photo is removed by this
-rule, with the fields of :class:`CompositeConfig` in brackets:
+rule (the names in code font are fields of :class:`CompositeConfig`):
 
 1. The background colour is the median colour of the photo's border pixels; it must be
    near-white (every channel at least 200), else the photo is refused.
@@ -18,7 +18,7 @@ rule, with the fields of :class:`CompositeConfig` in brackets:
    *inside* a product (a label, a white carton face enclosed by print) therefore stay object.
 4. Scikit-image / SciPy morphology: a closing with a disk of ``close_radius`` (bridges small
    gaps in a faint outline), filling of holes, removal of the light rim: object pixels within
-   ``halo`` pixels of the background and within ``halo_threshold`` of white are background
+   ``halo`` pixels of the background and within ``halo_threshold`` of its colour are background
    (they are blends of product and white, the white halo of a careless cut-out), then only the
    connected components of at least ``keep_fraction`` times the largest one are kept (several
    pieces, e.g. two tomatoes, survive; specks go).
@@ -28,6 +28,14 @@ rule, with the fields of :class:`CompositeConfig` in brackets:
 6. A mask covering less than ``coverage[0]`` or more than ``coverage[1]`` of the photo is
    refused with :class:`~embedcam.errors.DataError` naming the file (nothing found, or no white
    background). A PNG with an alpha channel uses its alpha (``>= 128``) instead of steps 1-5.
+
+White products on white are the hard case. White *inside* the outline (print, a carton's front
+face framed by its edges) stays object because the background must reach it from the border
+through near-white pixels; but where a white face touches the white background with no visible
+edge, the two are the same colour and the rule gives those pixels to the background (the
+product loses a sliver or a corner; the mask still says exactly what was pasted). Packages are
+convex: list them in ``convex``. A soft grey drop shadow of the catalogue photo is darker than
+the threshold and stays with the product.
 
 Cut-outs are first reduced so that their longer side is at most ``cutout_size`` pixels; the
 radii are in those pixels.
@@ -41,7 +49,9 @@ background) and pasted with a hard edge, so the exact mask is the set of pixels 
 the cut-out (the resampled mask thresholded at 0.5) and the box is tight around it.
 
 **The shortcut.** Every class gets ``homes_per_class`` background photos of its own (*home*,
-disjoint between classes); the photos left form the shared *pool*, nobody's home. With
+disjoint between classes; with ``avoid_own_folder``, never a photo filed in a folder named like
+the class, which would show the product itself); the photos left form the shared *pool*,
+nobody's home. With
 probability ``shortcut[split]`` an image of a class shows one of its home photos, otherwise a
 pool photo drawn uniformly, so off-home the background is independent of the class (Geirhos et
 al., *Shortcut learning in deep neural networks*, Nature Machine Intelligence 2020; Xiao et al.,
@@ -115,7 +125,7 @@ class CompositeConfig(BaseModel):
             a background pixel (see the module's rule).
         close_radius: Radius of the disk of the closing applied to the object mask.
         halo: Width in pixels of the rim where light pixels are removed (0: no removal).
-        halo_threshold: Distance to white below which a rim pixel is removed.
+        halo_threshold: Distance to the background colour up to which a rim pixel is removed.
         keep_fraction: Connected components smaller than this fraction of the largest are
             dropped.
         coverage: Accepted range of the mask's fraction of the cut-out photo.
@@ -257,8 +267,8 @@ def cutout_mask(
         >>> img = np.full((40, 40, 3), 255, np.uint8)
         >>> img[10:30, 12:28] = (200, 30, 30)
         >>> m = cutout_mask(img)
-        >>> int(m.sum()), m[10:30, 12:28].all()
-        (320, np.True_)
+        >>> int(m.sum()), bool(m[10:30, 12:28].all())
+        (320, True)
     """
     cfg = config or CompositeConfig()
     rgb = np.asarray(image)
@@ -266,7 +276,6 @@ def cutout_mask(
         raise DataError(
             f"{name}: expected a uint8 (H, W, 3) RGB image, got {rgb.dtype} {rgb.shape}"
         )
-    h, w = rgb.shape[:2]
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
     ref = np.median(border, axis=0)
     if float(ref.min()) < 200:
@@ -292,8 +301,7 @@ def cutout_mask(
         from skimage.morphology import disk
 
         rim = ndimage.binary_dilation(~obj, structure=disk(cfg.halo)) & obj
-        white = (255.0 - rgb.astype(np.float64)).max(axis=2) <= cfg.halo_threshold
-        obj = obj & ~(rim & white)
+        obj = obj & ~(rim & (dist <= cfg.halo_threshold))
     obj = _keep_large(obj, cfg.keep_fraction)
     if convex and obj.any():
         from skimage.morphology import convex_hull_image
