@@ -204,10 +204,11 @@ class EmbeddingHealth(BaseModel):
 def embedding_health(embeddings: Tensor) -> EmbeddingHealth:
     """Effective rank and mean pairwise cosine of a set of embeddings.
 
-    A healthy metric-learning model spreads classes over many directions: a triplet model on
-    81 grocery classes reaches an effective rank of about 17 and a mean pairwise cosine near 0.07,
-    while models that collapsed read 1.8-3.0 and 0.72-0.76. ``collapsed`` flags a rank below 4
-    (or below half the dimension, for tiny embeddings) or a mean cosine above 0.5.
+    A healthy metric-learning model spreads classes over many directions: small CNNs trained
+    with triplet losses on the 81 products of the Grocery Store dataset (Klasson et al., WACV 2019)
+    reached effective ranks of 17-35 and mean pairwise cosines of 0.06-0.20 on 128-d embeddings,
+    while focal-loss models that collapsed read 1.8-3.3 and 0.72-0.997. ``collapsed`` flags a rank
+    below 4 (or below half the dimension, for tiny embeddings) or a mean cosine above 0.5.
 
     Args:
         embeddings: ``(N, D)`` with ``N >= 2``.

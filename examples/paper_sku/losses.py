@@ -14,12 +14,29 @@ The margin lives on the scale of ``phi(D)``: the squared-distance scale for :cla
 
 - :class:`TripletLoss` - Schroff, Kalenichenko & Philbin, *FaceNet*, CVPR 2015.
 - :class:`FocalTripletLoss` - Zhang et al., *Focal triplet loss*, IEEE Access 2018:
-  ``phi(D) = exp(D / sigma)`` up-weights hard triplets. Default ``sigma = 0.3`` as in public
-  implementations; the paper does not confirm whether ``D`` is squared, the default here is
-  squared (consistent with the other two losses).
+  ``phi(D) = exp(D / sigma)`` up-weights hard triplets. Default ``sigma = 1.0`` on squared
+  distances (see *Choosing sigma* below); the paper does not say whether ``D`` is squared, the
+  default here is squared (consistent with the other two losses).
 - :class:`FlexibleMarginTripletLoss` - Petrova 2025, *Method of training image classifiers using
   additional labels*, DOI 10.26102/2310-6018/2025.49.2.041. **The published formula could not be
   read; this is a reconstruction** (see the class docstring).
+
+Choosing sigma: ``sigma = 0.3`` (the value in public focal-triplet implementations) collapses
+the embedding on real photos. On the Grocery Store dataset (Klasson et al., WACV 2019; 81 products,
+64 px, the small CNN at width 0.25, Adam at lr 1e-3) the focal loss with ``sigma = 0.3`` on squared
+distances reached a mean pairwise cosine of 0.91 after one epoch and 0.997 after two (effective
+rank 3.3), and its validation kNN accuracy stayed at 0.10-0.15 while the triplet loss reached 0.30.
+The cause is the kernel's curvature, not the margin or weight decay: ``phi''(D) = exp(D / sigma) /
+sigma**2`` is 11 at ``D = 0`` and about 1e6 at ``D = 4`` for ``sigma = 0.3``, so Adam's step of
+roughly fixed size overshoots and lands where all embeddings coincide, where the squared distance's
+gradient ``2 (u - v)`` vanishes and nothing pulls them apart again. Weight decay 0 collapsed too; a
+learning rate of 1e-4 or Euclidean distances avoided it; ``sigma = 0.5`` still nearly collapsed one
+seed in three (mean cosine 0.895). With ``sigma = 1.0`` (12 epochs, seeds 0/1/2) the best
+validation accuracies were 0.314/0.284/0.311 for the focal loss and 0.318/0.324/0.311 for the
+flexible margin against 0.314/0.297/0.334 for the plain triplet loss, with effective ranks of 30-35
+and mean cosines below 0.2 for all three. Both focal losses keep their papers' form
+``[phi(D_ap) - phi(D_an) + m]_+``; only the kernel width is a choice, and it is a constructor
+argument.
 
 Numerics: distances and losses are computed in float64 and cast back to the embeddings' dtype.
 ``exp(4 / 0.05) = 5.5e34`` fits float32, so the focal losses neither overflow nor produce NaN for
@@ -267,7 +284,8 @@ class FocalTripletLoss(TripletLoss):
 
     Args:
         margin: Margin on the ``exp(D / sigma)`` scale.
-        sigma: Kernel width (> 0); 0.3 as in public implementations.
+        sigma: Kernel width (> 0). 1.0 by default: 0.3, the value of public implementations,
+            collapses the embedding on real photos (see the module docstring).
         distance: ``"squared"`` (default) or ``"euclidean"``.
         miner: Triplet miner; default TensorFlow-style semi-hard.
 
@@ -286,7 +304,7 @@ class FocalTripletLoss(TripletLoss):
     def __init__(
         self,
         margin: float = 0.2,
-        sigma: float = 0.3,
+        sigma: float = 1.0,
         distance: Distance = "squared",
         miner: TripletMiner | None = None,
     ) -> None:
@@ -425,7 +443,7 @@ class FlexibleMarginTripletLoss(FocalTripletLoss):
         margin_fn: ``"linear"``, ``"log"`` or a callable ``g(k)``.
         levels: Column indices of the table to use, coarsest first; default all, in order.
         focal: Use the focal ``exp(D / sigma)`` distance (default) or plain distances.
-        sigma: Kernel width of the focal distance.
+        sigma: Kernel width of the focal distance; 1.0 as for :class:`FocalTripletLoss`.
         extra_labels: The class -> additional-labels table (keyword-only, required):
             ``{class_id: (category, group, ...)}``, a sequence of rows, or a ``(C, L)`` tensor.
             Labels may be any hashable values (names or ids).
@@ -456,7 +474,7 @@ class FlexibleMarginTripletLoss(FocalTripletLoss):
         margin_fn: Literal["linear", "log"] | Callable[[torch.Tensor], torch.Tensor] = "linear",
         levels: Sequence[int] | None = None,
         focal: bool = True,
-        sigma: float = 0.3,
+        sigma: float = 1.0,
         *,
         extra_labels: ExtraLabels,
         difference: Literal["hierarchical", "count"] = "hierarchical",

@@ -153,7 +153,7 @@ class TrainConfig(BaseModel):
 
     loss: Literal["triplet", "focal", "flexible"] = "triplet"
     margin: float = Field(0.2, gt=0)
-    sigma: float = Field(0.3, gt=0)
+    sigma: float = Field(1.0, gt=0)
     margin_fn: Literal["linear", "log"] = "linear"
     difference: Literal["hierarchical", "count"] = "hierarchical"
     distance: Literal["squared", "euclidean"] = "squared"
