@@ -32,7 +32,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +40,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from embedcam._atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -636,12 +637,8 @@ def print_tables(result: dict[str, Any]) -> None:
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:
-    """Write ``obj`` as JSON atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
+    """Write ``obj`` as JSON atomically (temp file + rename, normal file mode)."""
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -136,6 +136,13 @@ def test_polygons_agree_with_the_exact_masks(export: Path, tmp_path: Path) -> No
         ma, mb = a.load_mask().numpy(), b.load_mask().numpy()
         iou = (ma & mb).sum() / (ma | mb).sum()
         assert iou >= 0.95, (a.path.name, iou)
+    # The torch dataset finds the segmentation masks by itself, at the item's size.
+    ds = ImageDataset(from_polygons, size=32, split="train")
+    assert ds.with_masks
+    item = ds[0]
+    sample = [s for s in from_polygons if s.split == "train"][0]
+    assert item["mask"].shape == (32, 32) and item["mask"].any()
+    assert sample.has_mask
 
 
 def test_home_flags_follow_the_shortcut(tmp_path: Path) -> None:

@@ -140,7 +140,7 @@ def test_classification_export_items_have_no_boxes(tmp_path: Path) -> None:
     assert set(item) == {"image", "label", "index"}
     with pytest.raises(DataError, match="has no object mask"):
         index.samples[0].load_mask()
-    with pytest.raises(DataError, match="samples have no mask file"):
+    with pytest.raises(DataError, match="samples have no object mask"):
         ImageDataset(index, with_masks=True)
 
 

@@ -192,7 +192,8 @@ def test_rerun_reuses_cache_and_gives_identical_numbers(smoke, tmp_path):
         for s in seeds:
             for m in s["models"].values():
                 m.pop("train_seconds")
-        summary = {k: v for k, v in res["summary"].items() if "train_seconds" not in k}
+                m.pop("run_seconds")
+        summary = {k: v for k, v in res["summary"].items() if not k.endswith("_seconds")}
         return seeds, summary
 
     assert numbers(again) == numbers(first)
@@ -203,7 +204,7 @@ def test_classification_export_runs_the_classification_part(smoke, tmp_path):
     shelf = next((base / "cache" / "data").glob("shelf-*[!l]"))  # the main export, not -control
     folder = tmp_path / "folder"
     coco = json.loads((shelf / "train" / "_annotations.coco.json").read_text())
-    for split in ("train", "test"):
+    for split in ("train", "valid", "test"):
         coco = json.loads((shelf / split / "_annotations.coco.json").read_text())
         cats = {c["id"]: c["name"] for c in coco["categories"]}
         owner = {a["image_id"]: cats[a["category_id"]] for a in coco["annotations"]}
@@ -231,6 +232,17 @@ def test_classification_export_runs_the_classification_part(smoke, tmp_path):
     rows = res["seeds"][0]["table1"]["rows"]
     assert [r["model"] for r in rows] == ["triplet", "focal"]
     assert all("hard_correct" not in r for r in rows)
+    skipped = " ".join(x["step"] for x in res["seeds"][0]["skipped"])
+    assert "feature judging" in skipped and "skipped feature judging" in proc.stdout
+    # Without a validation split there is nothing to stop on: a clear error before training.
+    shutil.rmtree(folder / "valid")
+    proc = run_sku(
+        "--preset", "smoke", "--data", str(folder), "--out", str(tmp_path / "nv"),
+        "--cache", str(tmp_path / "cache"), "--set", "losses=[triplet]",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "has no validation split" in proc.stdout and "valid/ (or val/)" in proc.stdout
+    assert not (tmp_path / "nv" / "results.json").exists()
 
 
 def test_flexible_loss_on_a_classification_export_needs_extra_labels(tmp_path):
@@ -313,4 +325,5 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     for res in (a, b):
         for m in res["models"].values():
             m.pop("train_seconds")
+            m.pop("run_seconds")
     assert a == b

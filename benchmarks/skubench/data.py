@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,6 +31,8 @@ class Split:
         masks: ``(N, S, S)`` bool exact object masks (synthetic), else the box regions, or None.
         home: ``(N,)`` bool, image shows its class's home background (synthetic), or ``None``.
         paths: Image file paths.
+        exact_masks: ``masks`` are exact object masks (synthetic, or an export with masks or
+            COCO segmentation), not box rectangles.
     """
 
     images: Tensor
@@ -37,6 +42,7 @@ class Split:
     masks: Tensor | None
     home: Tensor | None
     paths: list[str]
+    exact_masks: bool = False
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -89,7 +95,12 @@ def _collate(items: list[dict]) -> dict:
 
 @dataclass
 class Data:
-    """Everything the benchmark reads: splits, classes, additional labels, provenance."""
+    """Everything the benchmark reads: splits, classes, additional labels, provenance.
+
+    ``digest`` identifies the data by content (the generator's settings for synthetic data;
+    every file of a user's export, with the data settings): the checkpoint cache is keyed by it,
+    so an export regenerated in place is never mistaken for the old one.
+    """
 
     classes: list[str]
     extra_labels: dict[int, tuple[str, ...]] | None
@@ -99,6 +110,7 @@ class Data:
     source: str
     license: str | None
     synthetic: bool
+    digest: str = ""
 
     @property
     def has_boxes(self) -> bool:
@@ -106,10 +118,18 @@ class Data:
         return self.splits["test"].regions is not None
 
 
-def _load_split(index: DatasetIndex, split: str, size: int, synthetic: bool) -> Split:
+def _has_mask(sample: Any) -> bool:
+    return bool(sample.has_mask)
+
+
+def _load_split(index: DatasetIndex, split: str, size: int) -> Split:
+    """Read one split in memory: images, labels, boxes, exact masks where every image has one,
+    and the home-background flag where the export records it (synthetic and composite data)."""
     has_boxes = index.has_boxes
+    samples = [s for s in index.samples if s.split == split]
+    with_masks = bool(samples) and all(_has_mask(s) for s in samples)
     dataset = ImageDataset(
-        index, size=size, split=split, with_boxes=has_boxes, with_masks=synthetic
+        index, size=size, split=split, with_boxes=has_boxes, with_masks=with_masks
     )
     if len(dataset) == 0:
         raise DataError(f"the {split!r} split has no images; the benchmark needs train and test")
@@ -120,20 +140,38 @@ def _load_split(index: DatasetIndex, split: str, size: int, synthetic: bool) -> 
         labels.append(batch["label"])
         if has_boxes:
             boxes.extend(batch["boxes"])
-        if synthetic:
+        if with_masks:
             masks.append(batch["mask"])
-    samples = [s for s in index.samples if s.split == split]
     regions = ec.boxes_to_masks(boxes, size=(size, size)) if has_boxes else None
-    home = torch.tensor([bool(s.extra.get("home", False)) for s in samples]) if synthetic else None
+    home = None
+    if samples and all("home" in s.extra for s in samples):
+        home = torch.tensor([bool(s.extra["home"]) for s in samples])
     return Split(
         images=torch.cat(images),
         labels=torch.cat(labels).long(),
         boxes=boxes if has_boxes else None,
         regions=regions,
-        masks=torch.cat(masks) if synthetic else regions,
+        masks=torch.cat(masks) if with_masks else regions,
         home=home,
         paths=[str(s.path) for s in samples],
+        exact_masks=with_masks,
     )
+
+
+def export_digest(root: Path, extra_labels: Path | None, settings: dict[str, Any]) -> str:
+    """A short content hash of an export: every file's relative path and bytes, the
+    additional-labels file and the data settings."""
+    h = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8)
+    files = sorted(f for f in Path(root).rglob("*") if f.is_file())
+    if extra_labels is not None:
+        files.append(Path(extra_labels))
+    for f in files:
+        h.update(str(f.relative_to(root) if f.is_relative_to(root) else f.name).encode())
+        h.update(b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def _extra_labels(index: DatasetIndex) -> tuple[dict[int, tuple[str, ...]] | None, list[str]]:
@@ -178,7 +216,7 @@ def load_data(cfg: SkuConfig, cache: Path) -> Data:
         index = ec.datasets.generate_shelf(
             main_dir, _shelf_config(cfg, cfg.data.shortcut), if_exists="reuse"
         )
-        splits = {s: _load_split(index, s, size, True) for s in ("train", "valid", "test")}
+        splits = {s: _load_split(index, s, size) for s in ("train", "valid", "test")}
         control = None
         if cfg.control:
             # Neutral, not 0: with one home background per class, a shortcut of 0 would make
@@ -193,7 +231,7 @@ def load_data(cfg: SkuConfig, cache: Path) -> Data:
             )
             if ctrl_index.classes != index.classes:
                 raise DataError("the control export has different classes; regenerate the cache")
-            control = _load_split(ctrl_index, "train", size, True)
+            control = _load_split(ctrl_index, "train", size)
         extra, names = _extra_labels(index)
         return Data(
             classes=list(index.classes),
@@ -204,6 +242,7 @@ def load_data(cfg: SkuConfig, cache: Path) -> Data:
             source="synthetic shelf (embedcam generator)",
             license=index.metadata.get("license"),
             synthetic=True,
+            digest=cfg.data_key(),
         )
     index = ec.datasets.load_roboflow(cfg.data.path, extra_labels=cfg.data.extra_labels)
     present = {s.split for s in index.samples}
@@ -211,7 +250,7 @@ def load_data(cfg: SkuConfig, cache: Path) -> Data:
     if missing:
         raise DataError(f"the export at {cfg.data.path} has no {sorted(missing)} split(s)")
     names = [s for s in ("train", "valid", "test") if s in present]
-    splits = {s: _load_split(index, s, size, False) for s in names}
+    splits = {s: _load_split(index, s, size) for s in names}
     extra, label_names = _extra_labels(index)
     if "flexible" in cfg.losses and extra is None:
         raise ConfigurationError(
@@ -227,4 +266,7 @@ def load_data(cfg: SkuConfig, cache: Path) -> Data:
         source=str(cfg.data.path),
         license=index.metadata.get("license"),
         synthetic=False,
+        digest=export_digest(
+            cfg.data.path, cfg.data.extra_labels, cfg.data.model_dump(mode="json")
+        ),
     )

@@ -6,12 +6,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from paper_sku.knn import embed, knn_predict
 from paper_sku.train import TrainConfig, TrainResult, train
 from rich.console import Console
+from rich.markup import escape
+
+from embedcam.errors import DataError
 
 from .config import SkuConfig
-from .data import Data, Split
+from .data import Data
 
 #: The clean reference model's name (original triplet loss, no background shortcut).
 CONTROL = "control"
@@ -19,7 +21,14 @@ CONTROL = "control"
 
 @dataclass
 class Trained:
-    """One trained model."""
+    """One trained model.
+
+    Attributes:
+        name: Loss name or ``"control"``.
+        seed: Training seed.
+        result: The training result (the best epoch's model, its history).
+        seconds: What this run spent on it (about 0 when the checkpoint cache had it).
+    """
 
     name: str
     seed: int
@@ -36,18 +45,23 @@ def model_names(cfg: SkuConfig, data: Data) -> list[str]:
 
 
 def train_config(cfg: SkuConfig, name: str, seed: int, checkpoint_dir: Path) -> TrainConfig:
-    """The ``paper_sku`` training config of one model."""
+    """The ``paper_sku`` training config of one model (plateau stopping on the valid split)."""
     t = cfg.train
     return TrainConfig(
         loss="triplet" if name == CONTROL else name,
         margin=t.margin,
         sigma=t.sigma,
+        distance=t.distance,
         margin_fn=t.flexible_margin_fn,
         image_size=cfg.data.image_size,
         width=t.width,
         p=t.p,
         k=t.k,
         epochs=t.epochs,
+        patience=t.patience,
+        min_epochs=t.min_epochs,
+        min_delta=t.min_delta,
+        eval_k=cfg.knn_k,
         lr=t.lr,
         weight_decay=t.weight_decay,
         seed=seed,
@@ -57,45 +71,49 @@ def train_config(cfg: SkuConfig, name: str, seed: int, checkpoint_dir: Path) -> 
     )
 
 
-def valid_accuracy(result: TrainResult, train: Split, valid: Split, k: int) -> float:
-    """kNN accuracy of a model on the validation split against its training gallery."""
-    gallery, gallery_labels = embed(result.model, train.dataset())
-    query, _ = embed(result.model, valid.dataset())
-    pred = knn_predict(query, gallery, gallery_labels, k=k)
-    return float((pred == valid.labels).float().mean())
-
-
 def train_all(
     cfg: SkuConfig, data: Data, cache: Path, seed: int, console: Console
 ) -> list[Trained]:
     """Train (or load from the checkpoint cache, or resume) every model for one seed.
 
-    A model whose validation kNN accuracy stays below ``train.converged_accuracy`` after
-    ``train.epochs`` is trained on, ``train.extend_epochs`` at a time, up to
-    ``train.max_epochs``: metric-learning runs on subtle cues plateau for a seed-dependent
-    number of epochs before they learn the cue (FINDINGS section 2). Continuing from the
-    checkpoint is deterministic, so a re-run reproduces the same weights.
+    Each model trains until its validation kNN accuracy plateaus (``train.patience``) and the
+    best epoch is kept; the validation split decides, never the test split. The cache folder is
+    keyed by the data's content digest and every setting that changes training, so a changed
+    export or setting trains anew instead of reusing stale models.
     """
+    valid = data.splits.get("valid")
+    if valid is None:
+        raise DataError(
+            f"{data.source} has no validation split: the benchmark stops training on the "
+            "validation accuracy and calibrates on it (never on the test split); add a "
+            "valid/ (or val/) split to the export"
+        )
     out = []
-    key = f"{cfg.data_key()}-{cfg.train_key()}"
-    valid = data.splits.get("valid")  # without one, no stopping rule (never look at the test)
+    key = f"{data.digest}-{cfg.train_key()}"
     t = cfg.train
     for name in model_names(cfg, data):
         split = data.control_train if name == CONTROL else data.splits["train"]
         assert split is not None
         tc = train_config(cfg, name, seed, cache / "checkpoints" / key / f"{name}-seed{seed}")
-        console.print(f"[bold]training[/] {name} (seed {seed}, {tc.epochs} epochs)")
+        console.print(
+            f"[bold]training[/] {escape(name)} (seed {seed}; up to {t.epochs} epochs, stopping "
+            f"after {t.patience} without validation gain, not before {t.min_epochs})"
+        )
         start = time.perf_counter()
-        result = train(tc, split.dataset(), extra_labels=data.extra_labels, console=console)
-        acc = valid_accuracy(result, split, valid, cfg.knn_k) if valid is not None else 1.0
-        while acc < t.converged_accuracy and len(result.history) < t.max_epochs:
-            epochs = min(len(result.history) + t.extend_epochs, t.max_epochs)
-            console.print(
-                f"  {name}: validation accuracy {acc:.2f} < {t.converged_accuracy}: "
-                f"training on to {epochs} epochs"
-            )
-            tc = tc.model_copy(update={"epochs": epochs})
-            result = train(tc, split.dataset(), extra_labels=data.extra_labels, console=console)
-            acc = valid_accuracy(result, split, valid, cfg.knn_k)
-        out.append(Trained(name, seed, result, time.perf_counter() - start))
+        result = train(
+            tc, split.dataset(), extra_labels=data.extra_labels, console=console,
+            valid=valid.dataset(),
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        last = result.history[-1]
+        best = result.history[result.best_epoch - 1]
+        cached = " (from the checkpoint cache)" if result.resumed_from == result.epochs else ""
+        console.print(
+            f"  {escape(name)}: {result.epochs} epochs ({result.stop_reason}), kept epoch "
+            f"{result.best_epoch}: validation accuracy {best.valid_accuracy:.3f}, effective rank "
+            f"{best.effective_rank:.1f}, mean cosine {best.mean_pairwise_cosine:.2f}, active "
+            f"triplets {last.active_fraction:.2f}; {result.train_seconds:.0f} s of training"
+            + cached
+        )
+        out.append(Trained(name, seed, result, seconds))
     return out

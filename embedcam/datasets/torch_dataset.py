@@ -244,14 +244,15 @@ class ImageDataset(Dataset):
         self.with_boxes = bool(with_boxes)
         if with_masks is None:
             with_masks = bool(self.index.samples) and all(
-                s.mask_path is not None for s in self.index.samples
+                s.has_mask for s in self.index.samples
             )
         elif with_masks:
-            lacking = [str(s.path) for s in self.index.samples if s.mask_path is None]
+            lacking = [str(s.path) for s in self.index.samples if not s.has_mask]
             if lacking:
                 raise DataError(
-                    f"{len(lacking)} samples have no mask file (first: {lacking[0]!r}); masks "
-                    "exist for synthetic exports only; use boxes_to_masks on real data"
+                    f"{len(lacking)} samples have no object mask (first: {lacking[0]!r}); masks "
+                    "come from mask files (generate_shelf, compose_export) or COCO "
+                    "segmentations; pass with_masks=False, or use boxes_to_masks for box regions"
                 )
         self.with_masks = bool(with_masks)
         if (mean is None) != (std is None):
@@ -294,7 +295,8 @@ class ImageDataset(Dataset):
             mask = sample.load_mask()
             if tuple(mask.shape) != tuple(image.shape[-2:]):
                 raise DataError(
-                    f"mask {str(sample.mask_path)!r} is {tuple(mask.shape)} but image "
+                    f"mask {str(sample.mask_path or 'from the segmentation')!r} is "
+                    f"{tuple(mask.shape)} but image "
                     f"{str(sample.path)!r} is {tuple(image.shape[-2:])} (H, W)"
                 )
         state = np.random.SeedSequence([self.seed, self.epoch, int(i)]).generate_state(1)

@@ -46,11 +46,8 @@ Examples:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import random
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -73,6 +70,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
+from embedcam._atomic import atomic_torch_save
 from embedcam.errors import ConfigurationError, DataError, EmbedcamValueError, ShapeError
 from paper_sku.losses import (
     ExtraLabels,
@@ -422,21 +420,6 @@ def dataset_labels(dataset: Dataset) -> torch.Tensor:
     return torch.tensor([int(_split_item(dataset[i])[1]) for i in range(n)], dtype=torch.int64)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _rng_state(device: torch.device) -> dict[str, Any]:
     np_state = np.random.get_state()
     state: dict[str, Any] = {
@@ -753,13 +736,15 @@ def train(
                     **scores,
                 )
             )
+            if config.progress:
+                progress.console.print(_epoch_line(history[-1], config), highlight=False)
             sampler.set_epoch(epoch + 1)
             if valid is not None and _plateau(history, config)[0] == epoch + 1:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 if best_path is not None:
-                    _atomic_torch_save({"epoch": epoch + 1, "model": best_state}, best_path)
+                    atomic_torch_save({"epoch": epoch + 1, "model": best_state}, best_path)
             if path is not None:
-                _atomic_torch_save(
+                atomic_torch_save(
                     {
                         "epoch": epoch + 1,
                         "config": config.model_dump(mode="json"),
@@ -784,6 +769,25 @@ def train(
         reason = "plateau" if stopped else "max_epochs"
     model.eval()
     return TrainResult(model, config, history, path, start, best_epoch, reason)
+
+
+def _epoch_line(h: EpochStats, config: TrainConfig) -> str:
+    """One printed line per epoch (above the bar on a terminal, a plain line in a log)."""
+    line = (
+        f"epoch {h.epoch}/{config.epochs}: loss {h.loss:.4f}, active triplets {h.active_fraction:.2f}, "
+        f"{h.images_per_second:.0f} img/s"
+    )
+    if h.valid_accuracy is None:
+        return line
+    line += (
+        f"; validation kNN accuracy {h.valid_accuracy:.3f}, effective rank "
+        f"{h.effective_rank:.1f}, mean cosine {h.mean_pairwise_cosine:.2f}"
+    )
+    # the rule of embedcam.embedding_health
+    low_rank = (h.effective_rank or 0.0) < min(4.0, config.embedding_dim / 2)
+    if low_rank or (h.mean_pairwise_cosine or 0.0) > 0.5:
+        line += " [bold red](embeddings collapsing)[/]"
+    return line
 
 
 def _load_best(path: Path | None, epoch: int) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ from paper_sku.train import (
     CHECKPOINT_NAME,
     EpochStats,
     TrainConfig,
+    _epoch_line,
     _plateau,
     build_model,
     l2_penalty,
@@ -369,3 +370,22 @@ def test_checkpoints_written_before_the_stopping_fields_still_resume(tmp_path):
     torch.save(ckpt, tmp_path / CHECKPOINT_NAME)
     resumed = train(small_config(tmp_path, epochs=2), data)
     assert resumed.resumed_from == 1 and resumed.epochs == 2
+
+
+def test_each_epoch_prints_one_line_and_flags_a_collapse():
+    cfg = TrainConfig(epochs=30, embedding_dim=128)
+    base = dict(epoch=3, loss=0.05, penalty=0.01, active_fraction=0.4, images_per_second=210.0,
+                seconds=12.0, num_images=2624)  # fmt: skip
+    assert _epoch_line(EpochStats(**base), cfg) == (
+        "epoch 3/30: loss 0.0500, active triplets 0.40, 210 img/s"
+    )
+    healthy = EpochStats(**base, valid_accuracy=0.3, effective_rank=29.7, mean_pairwise_cosine=0.05)
+    line = _epoch_line(healthy, cfg)
+    assert "validation kNN accuracy 0.300, effective rank 29.7, mean cosine 0.05" in line
+    assert "collapsing" not in line
+    for erank, cos in ((3.3, 0.2), (30.0, 0.91)):
+        h = EpochStats(**base, valid_accuracy=0.1, effective_rank=erank, mean_pairwise_cosine=cos)
+        assert "(embeddings collapsing)" in _epoch_line(h, cfg)
+    # Tiny embeddings: a rank of 1.5 of 2 dimensions is not a collapse.
+    h = EpochStats(**base, valid_accuracy=0.9, effective_rank=1.5, mean_pairwise_cosine=0.0)
+    assert "collapsing" not in _epoch_line(h, TrainConfig(embedding_dim=2))
