@@ -371,6 +371,9 @@ def test_epochs_train_and_run_seconds_and_health_from_the_model_summaries(tmp_pa
     assert row["effective rank"] == "31.5" and row["mean cosine"] == "0.120"
     assert row["active triplets"] == "25.0%" and row["embedding"] == "ok"
     assert dict(zip(headers, rows[1]))["embedding"] == "**COLLAPSED**"
+    # Table 1 and the paired tests name the collapsed model as such
+    names = [r[0] for r in report.table1_rows(results["seeds"][0])]
+    assert "focal (collapsed)" in names and "triplet" in names
 
     md, page = _write(results, tmp_path)
     row_md = "| focal | 41 | 36 | plateau | 1450.0 | 1450.0 | 1.4 | 0.970 | 0.0% | **COLLAPSED** |"

@@ -452,8 +452,11 @@ def skipped_steps(
     for a in audits:
         for audit in (a.test, a.calibration):
             for sk in audit.skipped if audit is not None else []:
-                if audit is a.test and a.calibration is not None and sk.step == "validation accuracy":
+                calibrated = a.calibration is not None
+                if audit is a.test and calibrated and sk.step == "validation accuracy":
                     continue  # the calibration audit ran on the validation split instead
+                if not data.has_boxes and "box scores" in sk.step:
+                    continue  # said above, for the whole run
                 seen.setdefault((sk.step, sk.reason), []).append(a.name)
     for (step, reason), names in seen.items():
         models = sorted(set(names))

@@ -64,7 +64,9 @@ class ModelAudit:
         final_loss: Loss of the kept epoch.
         active_fraction: Share of active triplets in the kept epoch.
         converged: Validation kNN accuracy reached ``train.converged_accuracy`` (what the
-            synthetic control must reach for the shortcut check; reported for every model).
+            synthetic control must reach for the shortcut check; reported for every model on
+            synthetic data), ``None`` on the user's data: real models stop on their own
+            validation plateau and an absolute target means nothing there.
     """
 
     name: str
@@ -79,7 +81,7 @@ class ModelAudit:
     stop_reason: str
     final_loss: float
     active_fraction: float
-    converged: bool
+    converged: bool | None
     _records: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def records(self, split: str = "test") -> pd.DataFrame:
@@ -183,7 +185,11 @@ def audit_model(trained: Trained, data: Data, cfg: SkuConfig, out: Path) -> Mode
         stop_reason=result.stop_reason,
         final_loss=float(best.loss) if best is not None else float("nan"),
         active_fraction=float(best.active_fraction) if best is not None else float("nan"),
-        converged=valid_acc is not None and valid_acc >= cfg.train.converged_accuracy,
+        converged=(
+            valid_acc is not None and valid_acc >= cfg.train.converged_accuracy
+            if data.synthetic
+            else None
+        ),
     )
 
 

@@ -157,6 +157,12 @@ def _seeds_suffix(seeds: list[int], results: dict[str, Any]) -> str:
     )
 
 
+def _model_cell(seed_res: dict[str, Any], name: str) -> str:
+    """A model's name, marked when its embeddings collapsed (never compared silently)."""
+    collapsed = seed_res.get("models", {}).get(name, {}).get("collapsed")
+    return f"{name} (collapsed)" if collapsed else name
+
+
 def table1_rows(seed_res: dict[str, Any]) -> list[list[str]]:
     """Table 1 rows of one seed as strings."""
     t = seed_res["table1"]
@@ -168,7 +174,7 @@ def table1_rows(seed_res: dict[str, Any]) -> list[list[str]]:
             if r.get("hard_correct") is not None
             else "- (needs boxes)"
         )
-        row = [r["model"], f"{r['macro_f1']:.3f}", str(r["errors"]), hc]
+        row = [_model_cell(seed_res, r["model"]), f"{r['macro_f1']:.3f}", str(r["errors"]), hc]
         if "hard_correct_calibrated" in r:
             row.append(
                 f"{r['hard_correct_calibrated']} ({_pct(r['hard_correct_calibrated_pct'])}%) "
@@ -223,7 +229,7 @@ def pairwise_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]
     for r in seed_res["paired"]["pairwise"]:
         rows.append(
             [
-                f"{r['a']} vs {r['b']}",
+                f"{_model_cell(seed_res, r['a'])} vs {_model_cell(seed_res, r['b'])}",
                 str(r["only_a"]),
                 str(r["only_b"]),
                 _num(r["p_value"]),

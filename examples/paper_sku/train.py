@@ -655,7 +655,8 @@ def train(
         TextColumn("{task.fields[ips]:.0f} img/s"),
         TimeElapsedColumn(),
         console=console,
-        disable=not config.progress,
+        # no bar for a run that is already finished (a cached checkpoint)
+        disable=not config.progress or start >= config.epochs or _plateau(history, config)[1],
     )
     size = (config.image_size, config.image_size)
     with progress:
@@ -774,8 +775,8 @@ def train(
 def _epoch_line(h: EpochStats, config: TrainConfig) -> str:
     """One printed line per epoch (above the bar on a terminal, a plain line in a log)."""
     line = (
-        f"epoch {h.epoch}/{config.epochs}: loss {h.loss:.4f}, active triplets {h.active_fraction:.2f}, "
-        f"{h.images_per_second:.0f} img/s"
+        f"epoch {h.epoch}/{config.epochs}: loss {h.loss:.4f}, active triplets "
+        f"{h.active_fraction:.2f}, {h.images_per_second:.0f} img/s"
     )
     if h.valid_accuracy is None:
         return line
