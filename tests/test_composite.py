@@ -528,3 +528,18 @@ def test_doctests_of_composite_modules() -> None:
     for module in (composite_module, seg):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0
+
+
+def test_no_image_shows_a_photo_filed_under_its_own_class(tmp_path: Path) -> None:
+    """Home or pool: a product is never pasted on a photo of its own shelf."""
+    cfg = {**TINY, "images_per_class": {"train": 12, "valid": 4, "test": 12}}
+    cfg["shortcut"] = {"train": 0.0, "valid": 0.0, "test": 0.0}  # every image from the pool
+    renderer = CompositeRenderer(ICONIC, PHOTOS, cfg)
+    for c, pool in renderer.pools.items():
+        assert pool and all(renderer.background_names[b].split("/")[0] != c for b in pool)
+        assert set(pool) <= set(renderer.pool)
+    index = compose_export(ICONIC, PHOTOS, tmp_path / "e", cfg)
+    folders = [Path(s.extra["background"]).parts[0] for s in index]
+    assert all(f != index.classes[s.label] for f, s in zip(folders, index))
+    # the pool is shared: other classes' folders do appear
+    assert len(set(folders)) == len(CLASSES)

@@ -53,7 +53,9 @@ disjoint between classes; with ``avoid_own_folder``, never a photo filed in a fo
 the class, which would show the product itself); the photos left form the shared *pool*,
 nobody's home. With
 probability ``shortcut[split]`` an image of a class shows one of its home photos, otherwise a
-pool photo drawn uniformly, so off-home the background is independent of the class (Geirhos et
+pool photo drawn uniformly (with ``avoid_own_folder``, from the pool photos outside the class's
+own folder: a banana is never pasted on the banana shelf), so off-home the background carries
+no more about the class than "not filed under this class" (Geirhos et
 al., *Shortcut learning in deep neural networks*, Nature Machine Intelligence 2020; Xiao et al.,
 *Noise or Signal: The Role of Image Backgrounds in Object Recognition*, ICLR 2021). As in
 :func:`generate_shelf`, each image draws from its own random streams derived from
@@ -100,7 +102,7 @@ __all__ = [
 
 _MARKER = "embedcam_composite.json"
 _SPLIT_ID = {s: i for i, s in enumerate(SPLITS)}
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: off-home photos avoid the class's own folder too
 
 
 class CompositeConfig(BaseModel):
@@ -112,9 +114,10 @@ class CompositeConfig(BaseModel):
         shortcut: Per split, the probability that an image shows one of its class's home
             backgrounds (missing splits keep the default 0.9).
         homes_per_class: Home background photos per class (disjoint between classes).
-        avoid_own_folder: Never make a photo in a folder named like a class that class's home
-            (in a store-photo export filed by product, ``train/Granny-Smith/*.jpg`` show the
-            product itself, which would plant object evidence, not a background shortcut).
+        avoid_own_folder: Never show a class on a photo filed in a folder named like it, home
+            or pool (in a store-photo export filed by product, ``train/Granny-Smith/*.jpg``
+            show the product itself, which would plant object evidence, not a background
+            shortcut).
         object_area: Range of the object's box area as a fraction of the image.
         background_crop: Range of the side of the square background crop, as a fraction of the
             background photo's short side (1.0: a square as large as the photo allows).
@@ -629,6 +632,8 @@ class CompositeRenderer:
             sorted; ``background_id`` indexes this list.
         homes: Per class, the ids of its home photos.
         pool: The ids of the shared photos (nobody's home).
+        pools: Per class, the pool photos it may show off home (with ``avoid_own_folder``,
+            those outside its own folder).
 
     Raises:
         DataError: If a source is missing, a cut-out is refused (naming the file), or there are
@@ -695,6 +700,20 @@ class CompositeRenderer:
         self.pool: list[int] = sorted(int(b) for b in perm if int(b) not in taken)
         if not self.pool:
             raise DataError("no background photo is left for the shared pool; add photos")
+        # Off home, a class never shows a pool photo filed under its own name either.
+        self.pools: dict[str, list[int]] = {}
+        for c in self.classes:
+            own = [
+                b
+                for b in self.pool
+                if not (cfg.avoid_own_folder and src.backgrounds[b].parent.name == c)
+            ]
+            if not own:
+                raise DataError(
+                    f"every shared background photo is in a folder named {c!r}; add photos of "
+                    "other scenes, or pass avoid_own_folder=False"
+                )
+            self.pools[c] = own
         self.cutouts: dict[str, list[Cutout]] = {
             c: [
                 load_cutout(f, cfg, convex=c in cfg.convex, name=src.object_names[f])
@@ -758,13 +777,13 @@ class CompositeRenderer:
         # background stream: every draw is made whatever the branch, so the streams stay aligned
         home_draw = bg_rng.random()
         home_pick = int(bg_rng.integers(0, len(self.homes[name])))
-        pool_pick = int(bg_rng.integers(0, len(self.pool)))
+        pool_pick = int(bg_rng.integers(0, len(self.pools[name])))
         lo, hi = cfg.background_crop
         crop_frac = lo + (hi - lo) * bg_rng.random()
         cy, cx = bg_rng.random(), bg_rng.random()
         if background_id is None:
             at_home = bool(home_draw < cfg.shortcut[split])  # type: ignore[index]
-            background_id = self.homes[name][home_pick] if at_home else self.pool[pool_pick]
+            background_id = self.homes[name][home_pick] if at_home else self.pools[name][pool_pick]
         photo = self._photo(background_id)
         ph, pw = photo.shape[:2]
         side = max(1, int(round(crop_frac * min(ph, pw))))
