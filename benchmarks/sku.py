@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/sku.py --preset {smoke,quick,validity,paper} --out DIR
+    python benchmarks/sku.py --preset {smoke,quick,validity,real,paper} --out DIR
         [--data PATH --extra-labels FILE] [--config FILE] [--seeds N] [--set key=value ...]
 
 Trains the paper's CNN with the triplet, focal-triplet and flexible-margin losses (and, on
@@ -31,6 +31,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+try:  # the benchmark reads the audits' records as DataFrames
+    import pandas  # noqa: E402, F401
+except ImportError:
+    sys.exit(
+        "error: the SKU benchmark needs pandas, which embedcam does not install; run it from a "
+        "clone with `make demo` (it installs the dev extras) or `pip install pandas` (or "
+        "'embedcam[pandas]') into this environment"
+    )
 
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402

@@ -30,6 +30,7 @@ import io
 import os
 import re
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -853,7 +854,7 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         raise ConfigurationError(f"--k must be >= 1, got {args.k}")
     recipes = _recipes(args.recipe, args.layer)
     try:
-        from embedcam.audit import audit
+        from embedcam.audit import CollapseWarning, audit
     except ImportError as err:
         raise ConfigurationError(
             f"this embedcam has no audit function ({err}); update embedcam"
@@ -922,29 +923,43 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
     _barrier()
     say = console.is_terminal  # audit() then shows progress bars and prints the summary itself
     try:
-        result = audit(
-            model,
-            gallery,
-            queries,
-            recipes,
-            valid=valid,
-            name=name,
-            class_names=list(index.classes),
-            classifier=args.classifier,
-            k=args.k,
-            interventions=not args.no_interventions,
-            out=out,
-            seed=args.seed,
-            embedding_fn=fn,
-            progress=say,
-            console=console,
-        )
+        # A collapse is printed once, in red, on the console (not also as a Python warning).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CollapseWarning)
+            result = audit(
+                model,
+                gallery,
+                queries,
+                recipes,
+                valid=valid,
+                name=name,
+                class_names=list(index.classes),
+                classifier=args.classifier,
+                k=args.k,
+                interventions=not args.no_interventions,
+                out=out,
+                seed=args.seed,
+                embedding_fn=fn,
+                progress=say,
+                console=console,
+            )
     except ConfigurationError as err:
         if "overwrite=True" not in str(err):
             raise
         raise ConfigurationError(str(err).replace("overwrite=True", "--overwrite")) from err
     if not say:
         console.print(result.summary_table())
+        h = result.health
+        if h is not None and h.collapsed:
+            console.print(
+                Text(
+                    f"{name}: the embeddings look collapsed (effective rank "
+                    f"{h.effective_rank:.1f} of {h.dim}, mean pairwise cosine "
+                    f"{h.mean_pairwise_cosine:.2f}); maps and scores of this model are not "
+                    "comparable with a healthy model's",
+                    style="bold red",
+                )
+            )
         for s in result.skipped:
             line = Text("skipped ", style="yellow")
             line.append(f"{s.step}: {s.reason}")

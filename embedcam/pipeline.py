@@ -268,14 +268,24 @@ class DatasetRecords:
         return pa.concat_tables(tables) if tables else _schema("none").empty_table()
 
     def to_pandas(self, columns: Sequence[str] | None = None) -> pandas.DataFrame:
-        """The records as a pandas DataFrame (needs pandas).
+        """The records as a pandas DataFrame (needs pandas: ``pip install "embedcam[pandas]"``).
 
         Args:
             columns: Only these columns.
 
         Returns:
             One row per image and recipe.
+
+        Raises:
+            ConfigurationError: If pandas is not installed (:meth:`table` needs only pyarrow).
         """
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                'to_pandas needs pandas, which embedcam does not install: pip install pandas '
+                '(or "embedcam[pandas]"), or read the records with .table() (pyarrow)'
+            ) from None
         return self.table(columns).to_pandas()
 
     def column(self, name: str, recipe: Recipe | str) -> Tensor:

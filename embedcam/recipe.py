@@ -45,6 +45,10 @@ class Recipe(BaseModel):
         name: Short name for tables and file names; defaults to
             ``"{target}/{layer}/{method}"`` plus ``"/signed"``.
 
+    Raises:
+        ConfigurationError: A field with a bad value or an unknown field (the message names
+            it), or a module passed as ``layer`` instead of its name.
+
     Examples:
         >>> r = Recipe(layer="layer4", target="contrastive", method="gradcam++", signed=True)
         >>> r.name, r.negatives
@@ -61,6 +65,24 @@ class Recipe(BaseModel):
     backend: str = "native"
     signed: bool = False
     name: str = ""
+
+    def __init__(self, **fields: Any) -> None:
+        layer = fields.get("layer")
+        if layer is not None and not isinstance(layer, str):
+            hint = (
+                "the module's dotted name, e.g. 'layer4' or model.cam_layer_name, not the module"
+                if hasattr(layer, "named_modules")
+                else "a dotted module name such as 'layer4'"
+            )
+            raise ConfigurationError(f"Recipe(layer={layer!r}): layer must be {hint}")
+        try:
+            super().__init__(**fields)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg']}"
+                for e in err.errors()
+            )
+            raise ConfigurationError(f"invalid recipe {fields!r}: {problems}") from None
 
     @field_validator("name")
     @classmethod
@@ -127,14 +149,7 @@ class Recipe(BaseModel):
         Raises:
             ConfigurationError: The message names every bad field.
         """
-        try:
-            return cls(**fields)
-        except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg']}"
-                for e in err.errors()
-            )
-            raise ConfigurationError(f"invalid recipe {fields!r}: {problems}") from err
+        return cls(**fields)
 
     def check(self) -> None:
         """Check that the method exists on the backend (before any work is done).

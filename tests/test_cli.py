@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 from PIL import Image
 
 import embedcam as ec
+from embedcam.audit import CollapseWarning
 from embedcam.cli import build_parser, load_model, main, parse_size
 from embedcam.datasets import ShelfConfig, generate_shelf
 
@@ -508,9 +510,15 @@ def test_audit_coco_export_end_to_end(
         "--recipe",
         "target=contrastive,method=gradcam++,signed=true",
     ]
-    code = main(_audit_args(work, work["coco"], out, *recipes, "--k", "3", "--name", "tiny"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(_audit_args(work, work["coco"], out, *recipes, "--k", "3", "--name", "tiny"))
     captured = capsys.readouterr()
     assert code == 0, captured.err
+    # a collapse is one red console line, never also a Python warning
+    assert not [w for w in caught if issubclass(w.category, CollapseWarning)]
+    collapsed = json.loads((out / "results.json").read_text())["health"]["collapsed"]
+    assert captured.out.count("look collapsed") == int(collapsed)
     for name in ("results.json", "report.md", "report.html"):
         assert (out / name).is_file(), name
     assert (out / "records" / "_manifest.json").is_file()

@@ -229,6 +229,13 @@ def test_recipe_parse_and_errors():
         ec.Recipe.parse("method=gradcam")
     with pytest.raises(ec.errors.UnsupportedError, match="grad-cam"):
         ec.Recipe(layer="x", method="gradcam++", backend="captum").check()
+    # Built directly, too: a typed error naming the field, never pydantic's raw one.
+    with pytest.raises(ConfigurationError, match="layer must be the module's dotted name"):
+        ec.Recipe(layer=nn.ReLU())
+    with pytest.raises(ConfigurationError, match="bogus: Extra inputs are not permitted"):
+        ec.Recipe(layer="x", bogus=1)
+    with pytest.raises(ConfigurationError, match="target"):
+        ec.Recipe(layer="x", target="centre")
 
 
 KILL_SCRIPT = textwrap.dedent(
@@ -282,3 +289,12 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
 
     ta, tb = pq.read_table(tmp_path / "a"), pq.read_table(tmp_path / "b")
     assert ta.equals(tb)
+
+
+def test_to_pandas_without_pandas_says_how_to_install_it(setup, tmp_path, monkeypatch):
+    net, _, loader, cents = setup
+    recs = ec.explain_dataset(net, loader, cents, RECIPES[0], out=tmp_path / "r", progress=False)
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now raises ImportError
+    with pytest.raises(ec.errors.ConfigurationError, match=r"pip install pandas.*\.table\(\)"):
+        recs.to_pandas()
+    assert recs.table().num_rows == 20  # pyarrow alone still reads them

@@ -327,3 +327,15 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
             m.pop("train_seconds")
             m.pop("run_seconds")
     assert a == b
+
+
+def test_without_pandas_the_benchmark_says_how_to_get_it():
+    code = (
+        "import sys, runpy; sys.modules['pandas'] = None; sys.argv = ['sku.py', '--help']; "
+        f"runpy.run_path({str(SKU)!r}, run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 1
+    assert "needs pandas" in proc.stderr and "make demo" in proc.stderr

@@ -120,7 +120,12 @@ def audit_report(result: AuditResult, folder: str | Path | None = None) -> Repor
             "Accuracy when the object is pasted on another image of its class (Mixed-Same) or of "
             "another class (Mixed-Rand), when the object is removed (Only-BG) or shown alone "
             "(Only-FG). **BG-gap** = Mixed-Same - Mixed-Rand: how much the right background "
-            "helps (Xiao et al. 2021). With box regions the box rectangle counts as object."
+            "helps (Xiao et al. 2021)."
+            + (
+                " With box regions the box rectangle counts as object."
+                if any(iv.region == "box" for iv in result.interventions)
+                else ""
+            )
         )
         rep.add_table(
             [
