@@ -69,6 +69,26 @@ def test_classification_on_real_photos_and_a_content_keyed_cache(photos: Path, t
         assert m["effective_rank"] >= 1.0 and -1.0 <= m["mean_pairwise_cosine"] <= 1.0
         assert isinstance(m["collapsed"], bool)
         assert m["errors"] == round((1 - m["accuracy"]) * 24)
+    # Classification is compared pairwise on every test image, by hand here
+    labels = seed["per_image"]["labels"]
+    ok = {
+        m: [p == y for p, y in zip(v["pred"], labels)]
+        for m, v in seed["per_image"]["models"].items()
+    }
+    pairs = seed["classification_paired"]
+    assert [(p["a"], p["b"]) for p in pairs] == [
+        ("triplet", "focal"),
+        ("triplet", "flexible"),
+        ("focal", "flexible"),
+    ]
+    for p in pairs:
+        a, b = ok[p["a"]], ok[p["b"]]
+        assert p["only_a"] == sum(x and not y for x, y in zip(a, b))
+        assert p["only_b"] == sum(y and not x for x, y in zip(a, b))
+        assert abs(p["diff"] - (sum(a) - sum(b)) / len(labels)) < 1e-12
+        assert p["newcombe_low"] <= p["diff"] <= p["newcombe_high"]
+        assert 0.0 <= p["p_value"] <= p["p_holm"] <= 1.0
+    assert "Paired tests of classification accuracy" in proc.stdout
     steps = " | ".join(f"{x['step']}: {x['reason']}" for x in seed["skipped"])
     assert "feature judging" in steps and "no boxes" in steps
     assert "separation from the control" in steps

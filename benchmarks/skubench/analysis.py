@@ -186,6 +186,38 @@ def paired_stats(comp: ec.Comparison | None, cfg: SkuConfig) -> dict[str, Any]:
     }
 
 
+def classification_paired(audits: list[ModelAudit], cfg: SkuConfig) -> list[dict[str, Any]]:
+    """Do the losses differ in accuracy? Exact McNemar on every test image, Holm over the pairs.
+
+    The paper compares macro-F1 and error counts without a test; the same test images make the
+    comparison paired. ``diff`` is accuracy A - accuracy B with Newcombe's paired 95% interval.
+    """
+    losses = [a for a in audits if a.name in cfg.losses]
+    if len(losses) < 2:
+        return []
+    labels = _labels(audits)
+    correct = np.stack([_pred(a.test) == labels for a in losses], axis=1)
+    out = []
+    for r in ec.stats.pairwise_mcnemar(correct):
+        a, b = correct[:, r.i], correct[:, r.j]
+        ci = ec.stats.newcombe_paired_interval(a, b)
+        out.append(
+            {
+                "a": losses[r.i].name,
+                "b": losses[r.j].name,
+                "only_a": int(r.b),
+                "only_b": int(r.c),
+                "p_value": float(r.p_value),
+                "p_holm": float(r.p_holm),
+                "reject_at_0.05": bool(r.reject),
+                "diff": float(a.mean() - b.mean()),
+                "newcombe_low": _f(ci.low),
+                "newcombe_high": _f(ci.high),
+            }
+        )
+    return out
+
+
 def bg_gaps(a: ModelAudit) -> list[dict[str, Any]]:
     """BG-gap (and accuracy after each intervention) on every split that was intervened on.
 
@@ -421,8 +453,8 @@ def skipped_steps(
     if not data.has_boxes:
         out.append(
             {
-                "step": "feature judging (Table 1's last column), recipe effects, paired tests, "
-                "interventions, BG-gap and judge calibration",
+                "step": "feature judging (Table 1's last column), its paired tests, recipe "
+                "effects, interventions, BG-gap and judge calibration",
                 "reason": "the export has no boxes or masks (a classification layout); export "
                 "it as COCO, YOLO or VOC, or build composites with exact masks",
             }
@@ -611,6 +643,7 @@ def seed_result(audits: list[ModelAudit], data: Data, cfg: SkuConfig, seed: int)
         "table1": t1,
         "shortcut_check": shortcut_check(models, cfg.losses),
         "per_image": per_image(audits, cfg),
+        "classification_paired": classification_paired(audits, cfg),
         "audits": {
             a.name: {
                 "test": f"audits/{a.name}-seed{seed}",

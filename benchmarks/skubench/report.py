@@ -214,6 +214,9 @@ def table1_markdown(results: dict[str, Any]) -> str:
             f"images; judge: {t['criterion']} on {t['recipe']} / {t['method']})\n"
         )
         parts.append(markdown_table(table1_headers(s), table1_rows(s)))
+        if s.get("classification_paired"):
+            parts.append("\nPaired comparisons of classification accuracy (every test image):\n")
+            parts.append(markdown_table(*pairwise_table(s, "classification_paired")))
         if s.get("paired") and s["paired"]["pairwise"]:
             parts.append("\nPaired comparisons on the hard images (exact McNemar, Holm):\n")
             parts.append(markdown_table(*pairwise_table(s)))
@@ -222,11 +225,18 @@ def table1_markdown(results: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def pairwise_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of the pairwise McNemar / Newcombe table."""
+def pairwise_table(
+    seed_res: dict[str, Any], key: str = "paired"
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of a pairwise McNemar / Newcombe table.
+
+    ``key="paired"``: "class and features correct" on the hard images (Table 1's last column);
+    ``key="classification_paired"``: classification correctness on every test image.
+    """
     headers = ["pair", "only A", "only B", "p", "p (Holm)", "diff A-B [Newcombe 95%]"]
     rows = []
-    for r in seed_res["paired"]["pairwise"]:
+    pairs = seed_res.get(key) or []
+    for r in pairs["pairwise"] if isinstance(pairs, dict) else pairs:
         rows.append(
             [
                 f"{_model_cell(seed_res, r['a'])} vs {_model_cell(seed_res, r['b'])}",
@@ -513,6 +523,13 @@ def print_report(results: dict[str, Any], console: Console) -> None:
                 table1_rows(s),
             )
         )
+        if s.get("classification_paired"):
+            console.print(
+                _rich(
+                    "Paired tests of classification accuracy (every test image)",
+                    *pairwise_table(s, "classification_paired"),
+                )
+            )
         if s.get("paired") and s["paired"]["pairwise"]:
             console.print(_rich("Paired tests on the hard images", *pairwise_table(s)))
         console.print(_rich("Models: accuracy and background reliance", *models_table(s)))
@@ -907,8 +924,18 @@ def write_reports(
             caption=f"{t['n_hard']} hard images of {t['n_test']}; judge {t['criterion']} on "
             f"{t['recipe']}/{t['method']}",
         )
+        if s.get("classification_paired"):
+            rep.add_table(
+                *pairwise_table(s, "classification_paired"),
+                caption="Classification accuracy on every test image: exact McNemar with Holm "
+                "correction, Newcombe's paired interval of the accuracy difference",
+            )
         if s.get("paired") and s["paired"]["pairwise"]:
-            rep.add_table(*pairwise_table(s), caption="Exact McNemar with Holm correction")
+            rep.add_table(
+                *pairwise_table(s),
+                caption="Class and features correct on the hard images: exact McNemar with "
+                "Holm correction",
+            )
         rep.add_heading("Accuracy and background reliance", level=3)
         rep.add_table(*models_table(s))
         rep.add_heading("Training and embedding health", level=3)
