@@ -99,7 +99,8 @@ class TrainSettings(BaseModel):
     """Training settings shared by every model (see ``paper_sku.train.TrainConfig``).
 
     Every model trains until its validation kNN accuracy has not improved for ``patience``
-    epochs (after at least ``min_epochs``; at most ``epochs``) and the best epoch is kept.
+    epochs (epochs before ``min_epochs`` are a warm-up that neither stops nor is kept; at most
+    ``epochs``) and the best epoch is kept.
     ``converged_accuracy`` is not a training rule: it is the accuracy the synthetic control
     must reach for the shortcut check to trust it.
     """
@@ -109,7 +110,7 @@ class TrainSettings(BaseModel):
     width: float = Field(0.25, gt=0)
     epochs: int = Field(40, ge=1, description="the most epochs a model trains")
     patience: int = Field(5, ge=1, description="epochs without validation improvement")
-    min_epochs: int = Field(10, ge=1, description="no plateau stop before this epoch")
+    min_epochs: int = Field(10, ge=1, description="warm-up: no stop, no kept epoch before it")
     min_delta: float = Field(0.005, ge=0, description="the smallest accuracy gain that counts")
     p: int = Field(8, ge=2)
     k: int = Field(8, ge=2)
@@ -228,7 +229,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Three seeds of the quick preset: what claims about CAM differences rest on.
     "validity": {"seeds": [0, 1, 2], "train": {"min_epochs": 20}},
     # Real photos (your --data export) at the paper's 128 px with the CPU-sized CNN.
-    "real": {"data": {"image_size": 128}, "train": {"epochs": 30, "min_epochs": 8, "patience": 4}},
+    "real": {"data": {"image_size": 128}, "train": {"epochs": 30, "min_epochs": 5, "patience": 4}},
     # The paper's protocol: 128 px, full widths (a GPU or a long CPU run).
     "paper": {
         "data": {

@@ -978,6 +978,12 @@ def write_reports(
     rep.add_heading("The paper's Table 1")
     rep.add_table(TABLE1_HEADERS, [list(r) for r in PAPER_TABLE1])
     rep.add_heading("Figures")
+    if not figures:
+        rep.add_paragraph(
+            "No figures: they show maps judged against boxes, and this data has none."
+            if not data.has_boxes
+            else "No figures were made (no hard images, or `figures: 0` in the config)."
+        )
     for path, caption in figures:
         rep.add_figure(path, caption=caption)
     rep.write_markdown(out / "report.md")

@@ -20,8 +20,11 @@ Choices where the paper is silent (and why):
 - **Stopping** (``patience``): with a validation set, every epoch ends with the kNN accuracy of
   the validation images against the training images (``eval_k`` neighbours) and the embedding's
   health (effective rank, mean pairwise cosine). Training stops when the accuracy has not
-  improved by more than ``min_delta`` for ``patience`` epochs (after at least ``min_epochs``),
-  or at ``epochs``, and the model of the best epoch is returned: on real photos the useful
+  improved by more than ``min_delta`` for ``patience`` epochs, or at ``epochs``, and the model of
+  the best epoch is returned. Epochs before ``min_epochs`` are a warm-up: they neither stop
+  training nor count as the best (as Keras' ``start_from_epoch``), so a model whose validation
+  accuracy saturates at once (a planted shortcut does that) is still trained for ``min_epochs``
+  and never handed back after one epoch. On real photos the useful
   number of epochs varies by loss and seed, and an absolute accuracy target would either stop
   too early or never. The evaluation runs under a forked RNG, so the weights of every epoch are
   those of a run without validation.
@@ -133,7 +136,9 @@ class TrainConfig(BaseModel):
         epochs: Number of epochs (the maximum when ``patience`` is set).
         patience: Stop after this many epochs without a validation improvement (needs a
             ``valid`` set in :func:`train`); None trains all ``epochs``.
-        min_epochs: Never stop on a plateau before this epoch.
+        min_epochs: The warm-up: epochs before this one neither stop training nor can be kept
+            as the best, so at least ``min_epochs + patience`` epochs run (fewer only when
+            ``epochs`` is smaller).
         min_delta: The validation accuracy must rise by more than this to count as better.
         eval_k: Neighbours of the validation kNN classifier.
         lr: Adam learning rate.
@@ -523,22 +528,21 @@ def _plateau(history: Sequence[EpochStats], config: TrainConfig) -> tuple[int, b
     """``(best epoch, stopped)`` of a history under the config's stopping rule.
 
     A pure function of the validation accuracies, so a resumed run decides exactly as an
-    uninterrupted one. Without validation numbers the best epoch is the last.
+    uninterrupted one. Epochs before ``min_epochs`` (or before ``epochs``, if that is smaller)
+    are a warm-up: never the best, never a reason to stop. Without validation numbers the best
+    epoch is the last.
     """
+    start = min(config.min_epochs, config.epochs)
     best, best_acc = 0, -1.0
     for h in history:
         acc = h.valid_accuracy
         if acc is None:
             return len(history), False
-        if best == 0 or acc > best_acc + config.min_delta:
+        if h.epoch >= start and (best == 0 or acc > best_acc + config.min_delta):
             best, best_acc = h.epoch, acc
-        if (
-            config.patience is not None
-            and h.epoch >= config.min_epochs
-            and h.epoch - best >= config.patience
-        ):
+        if config.patience is not None and best and h.epoch - best >= config.patience:
             return best, True
-    return best, False
+    return (best or len(history)), False
 
 
 def _evaluate(

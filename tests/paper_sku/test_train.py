@@ -304,10 +304,15 @@ def test_plateau_rule_by_hand():
     assert _plateau(
         _history([0.3, 0.5, 0.52, 0.51]), cfg.model_copy(update={"min_delta": 0.05})
     ) == (2, True)
-    # min_epochs: no stop before epoch 5 even though epoch 1 was the best
-    late = cfg.model_copy(update={"min_epochs": 5})
-    assert _plateau(_history([0.9, 0.1, 0.1, 0.1]), late) == (1, False)
-    assert _plateau(_history([0.9, 0.1, 0.1, 0.1, 0.1]), late) == (1, True)
+    # min_epochs is a warm-up: epoch 1's 0.9 is neither kept nor a reason to stop; the best
+    # is taken from epoch 3 on, and the stop comes `patience` epochs after it
+    late = cfg.model_copy(update={"min_epochs": 3})
+    assert _plateau(_history([0.9, 0.1, 0.2, 0.1]), late) == (3, False)
+    assert _plateau(_history([0.9, 0.1, 0.2, 0.1, 0.2]), late) == (3, True)
+    assert _plateau(_history([0.9, 0.1, 0.2, 0.3, 0.3, 0.3]), late) == (4, True)
+    # a warm-up longer than the run: the last epoch counts
+    short = late.model_copy(update={"epochs": 2})
+    assert _plateau(_history([0.9, 0.1]), short) == (2, False)
     # without validation numbers the last epoch is the best and nothing stops
     assert _plateau(_history([None, None]), cfg) == (2, False)
 
