@@ -981,7 +981,7 @@ def write_reports(
     if not figures:
         rep.add_paragraph(
             "No figures: they show maps judged against boxes, and this data has none."
-            if not data.has_boxes
+            if not getattr(data, "has_boxes", True)
             else "No figures were made (no hard images, or `figures: 0` in the config)."
         )
     for path, caption in figures:
