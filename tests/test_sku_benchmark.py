@@ -16,6 +16,7 @@ SKU = ROOT / "benchmarks" / "sku.py"
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from sku_helpers import without_times  # noqa: E402
 from skubench.config import build_config  # noqa: E402
 
 import embedcam as ec  # noqa: E402
@@ -191,13 +192,8 @@ def test_rerun_reuses_cache_and_gives_identical_numbers(smoke, tmp_path):
 
     def numbers(res: dict) -> tuple:
         # Wall times differ between runs; every other number must be identical.
-        seeds = json.loads(json.dumps(res["seeds"]))
-        for s in seeds:
-            for m in s["models"].values():
-                m.pop("train_seconds")
-                m.pop("run_seconds")
         summary = {k: v for k, v in res["summary"].items() if not k.endswith("_seconds")}
-        return seeds, summary
+        return without_times(res["seeds"]), summary
 
     assert numbers(again) == numbers(first)
 
@@ -323,13 +319,9 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     fresh = run_sku(*args, "--out", str(tmp_path / "b"), "--cache", str(tmp_path / "cache2"))
     assert fresh.returncode == 0, fresh.stderr[-3000:]
-    a = json.loads((tmp_path / "a" / "results.json").read_text())["seeds"][0]
-    b = json.loads((tmp_path / "b" / "results.json").read_text())["seeds"][0]
-    for res in (a, b):
-        for m in res["models"].values():
-            m.pop("train_seconds")
-            m.pop("run_seconds")
-    assert a == b
+    a = json.loads((tmp_path / "a" / "results.json").read_text())["seeds"]
+    b = json.loads((tmp_path / "b" / "results.json").read_text())["seeds"]
+    assert without_times(a) == without_times(b)
 
 
 def test_without_pandas_the_benchmark_says_how_to_get_it():
