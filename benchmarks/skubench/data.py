@@ -118,16 +118,12 @@ class Data:
         return self.splits["test"].regions is not None
 
 
-def _has_mask(sample: Any) -> bool:
-    return bool(sample.has_mask)
-
-
 def _load_split(index: DatasetIndex, split: str, size: int) -> Split:
     """Read one split in memory: images, labels, boxes, exact masks where every image has one,
     and the home-background flag where the export records it (synthetic and composite data)."""
     has_boxes = index.has_boxes
     samples = [s for s in index.samples if s.split == split]
-    with_masks = bool(samples) and all(_has_mask(s) for s in samples)
+    with_masks = bool(samples) and all(s.has_mask for s in samples)
     dataset = ImageDataset(
         index, size=size, split=split, with_boxes=has_boxes, with_masks=with_masks
     )
