@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -88,6 +89,11 @@ def embed(output: Any, embedding_fn: Callable[[Any], Tensor] | None) -> Tensor:
     """Pick the (B, D) embedding from a model output, with clear errors."""
     if embedding_fn is not None:
         output = embedding_fn(output)
+        if not isinstance(output, Tensor):
+            raise ConfigurationError(
+                f"embedding_fn returned {type(output).__name__}, not a tensor; it must return the "
+                "(B, D) embedding tensor picked from the model output (e.g. lambda out: out[0])"
+            )
     if not isinstance(output, Tensor):
         raise ConfigurationError(
             f"the model returned {type(output).__name__}, not a tensor; pass embedding_fn= to "
@@ -108,3 +114,20 @@ def model_device(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
+
+
+def floating_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the first floating-point parameter (or buffer); ``None`` if there is none."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.dtype.is_floating_point:
+            return t.dtype
+    return None
+
+
+def check_float_images(images: Tensor) -> None:
+    """Raise :class:`ShapeError` unless ``images`` is a floating-point tensor."""
+    if not images.dtype.is_floating_point:
+        raise ShapeError(
+            f"images have dtype {images.dtype}; convert them to float and normalise them as for "
+            "training (e.g. images.float() / 255, then the training mean/std)"
+        )

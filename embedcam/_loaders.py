@@ -80,36 +80,119 @@ def parse_batch(batch: Any, step: int) -> Batch:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ShapeError(f"batch {step}: images must be a (B, C, H, W) tensor, got {shape}")
     n = int(images.shape[0])
-    labels = as_label_tensor(labels)
+    labels = as_label_tensor(labels, name=f"batch {step}: labels")
     if labels.shape != (n,):
         raise ShapeError(f"batch {step}: {n} images but labels of shape {tuple(labels.shape)}")
+    if images.dtype not in _FLOATS:
+        raise DataError(
+            f"batch {step}: images must be a floating tensor, got {images.dtype}; convert and "
+            "normalise them as the model expects (e.g. torchvision's ToImage + ToDtype(float32, "
+            "scale=True) + Normalize)"
+        )
+    _check_finite(images, step, "images", dim=0)
     if boxes is not None:
         if len(boxes) != n:
             raise ShapeError(f"batch {step}: {n} images but {len(boxes)} box tensors")
-        boxes = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
+        boxes = [_box_tensor(b, step, i) for i, b in enumerate(boxes)]
     if masks is not None:
-        masks = torch.as_tensor(masks)
-        if masks.shape != (n, *images.shape[-2:]):
-            raise ShapeError(
-                f"batch {step}: masks must be (B, H, W) = {(n, *images.shape[-2:])}, got "
-                f"{tuple(masks.shape)}"
-            )
-        masks = masks.bool()
+        masks = _mask_tensor(masks, step, (n, *images.shape[-2:]))
     if refs is not None:
-        refs = torch.as_tensor(refs)
-        if refs.dim() != 2 or refs.shape[0] != n:
+        refs = _tensor(refs, step, "'reference'")
+        if refs.dim() != 2 or refs.shape[0] != n or not refs.dtype.is_floating_point:
             raise ShapeError(
-                f"batch {step}: 'reference' must be (B, D) with B={n}, got {tuple(refs.shape)}"
+                f"batch {step}: 'reference' must be a floating (B, D) tensor with B={n}, got "
+                f"{refs.dtype} of shape {tuple(refs.shape)}"
             )
+        _check_finite(refs, step, "'reference'", dim=0)
     if index is not None:
-        index = torch.as_tensor(index, dtype=torch.int64).reshape(-1)
+        index = _tensor(index, step, "'index'").reshape(-1)
+        if index.dtype.is_floating_point or index.dtype == torch.bool or index.is_complex():
+            raise DataError(
+                f"batch {step}: 'index' must hold integer dataset positions, got {index.dtype}"
+            )
         if index.shape != (n,):
-            raise ShapeError(f"batch {step}: 'index' must hold {n} values")
+            raise ShapeError(f"batch {step}: 'index' must hold {n} values, got {index.numel()}")
+        if bool((index < 0).any()):
+            raise DataError(f"batch {step}: 'index' holds negative positions {index.tolist()}")
+        index = index.to(torch.int64)
     if ids is not None:
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise DataError(
+                f"batch {step}: 'id' must be a sequence of {n} ids (one per image), got "
+                f"{type(ids).__name__}"
+            )
         ids = [str(i) for i in ids]
         if len(ids) != n:
             raise ShapeError(f"batch {step}: 'id' must hold {n} values, got {len(ids)}")
     return Batch(images, labels.to(torch.int64), boxes, masks, refs, index, ids)
+
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _tensor(x: Any, step: int, what: str) -> Tensor:
+    """``torch.as_tensor(x)`` with a `DataError` naming the batch and field when it cannot be."""
+    if isinstance(x, Tensor):
+        return x
+    try:
+        return torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise DataError(
+            f"batch {step}: {what} must be numeric (a tensor or nested list of numbers), got "
+            f"{type(x).__name__}: {err}"
+        ) from err
+
+
+def _check_finite(x: Tensor, step: int, what: str, dim: int | None = None) -> None:
+    """Raise a `DataError` naming the batch positions that hold NaN or infinity."""
+    if not x.dtype.is_floating_point:
+        return
+    bad = ~torch.isfinite(x)
+    if not bool(bad.any()):
+        return
+    where = ""
+    if dim == 0 and x.dim() > 0:
+        rows = bad.reshape(x.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+        where = f" at batch positions {rows[:10]}"
+    raise DataError(
+        f"batch {step}: {what}: {int(bad.sum())} NaN or infinite values{where}; fix the "
+        "dataset or transform that produced them"
+    )
+
+
+def _box_tensor(b: Any, step: int, i: int) -> Tensor:
+    """One image's boxes as float32 ``(K, 4)``; never reshapes a wrongly shaped tensor."""
+    t = _tensor(b, step, f"the boxes of image {i}")
+    if t.dim() == 1 and t.numel() in (0, 4):
+        t = t.reshape(-1, 4)
+    if t.dim() != 2 or t.shape[1] != 4:
+        raise ShapeError(
+            f"batch {step}: the boxes of image {i} must be (K, 4) xyxy (or (4,) for one box), "
+            f"got shape {tuple(t.shape)}; drop class or score columns before batching"
+        )
+    t = t.to(torch.float32)
+    if not bool(torch.isfinite(t).all()):
+        raise DataError(f"batch {step}: the boxes of image {i} hold NaN or infinity: {t.tolist()}")
+    return t
+
+
+def _mask_tensor(m: Any, step: int, shape: tuple[int, ...]) -> Tensor:
+    """Masks as bool; numeric masks must be binary (0/1, or 0/255 for uint8), never thresholded."""
+    t = _tensor(m, step, "masks")
+    if tuple(t.shape) != shape:
+        raise ShapeError(f"batch {step}: masks must be (B, H, W) = {shape}, got {tuple(t.shape)}")
+    if t.dtype == torch.bool:
+        return t
+    values = torch.unique(t)
+    allowed = {0.0, 1.0, 255.0} if t.dtype == torch.uint8 else {0.0, 1.0}
+    if not {float(v) for v in values.tolist()} <= allowed:
+        shown = values[:6].tolist()
+        raise DataError(
+            f"batch {step}: masks of dtype {t.dtype} must be binary ({sorted(allowed)}), got "
+            f"values {shown}{'...' if values.numel() > 6 else ''}; threshold soft masks yourself "
+            "(e.g. mask > 0.5) so the object region is what you intend"
+        )
+    return t != 0
 
 
 def is_sequential(loader: Iterable[Any]) -> bool:

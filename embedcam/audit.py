@@ -40,7 +40,7 @@ from embedcam.embedding import (
     embedding_health,
     gather_rows,
 )
-from embedcam.errors import ConfigurationError, EmbedcamError, ShapeError
+from embedcam.errors import ConfigurationError, DataError, EmbedcamError, ShapeError
 from embedcam.pipeline import DatasetRecords, Judge, _as_recipes, explain_dataset
 from embedcam.recipe import Recipe
 
@@ -364,15 +364,16 @@ class AuditResult(BaseModel):
             The result.
 
         Raises:
-            DataError: The file is missing, not JSON or not an audit result.
+            DataError: The file is missing, empty, not UTF-8, not (complete) JSON, nested too
+                deeply or not an audit result (the message names the file and the problem).
         """
         from pydantic import ValidationError
 
-        from embedcam.errors import DataError
-
         try:
             return cls.model_validate_json(Path(path).read_bytes())
-        except (OSError, ValidationError, ValueError) as err:
+        except (OSError, ValidationError, ValueError, RecursionError) as err:
+            # pydantic reports non-UTF-8, truncated, too deeply nested and wrong-schema JSON as
+            # a ValidationError; RecursionError is kept for a parser without a depth limit
             raise DataError(f"cannot read audit results from {path}: {err}") from err
 
 
@@ -626,7 +627,9 @@ def audit(
         The `AuditResult`.
 
     Raises:
-        ConfigurationError: Bad recipes, classifier or ``k``, or shuffled loaders.
+        ConfigurationError: Bad recipes (none, duplicate names), classifier, judge or ``k``,
+            ``class_names`` that is not a list or has fewer names than the gallery has classes,
+            or shuffled loaders.
         DataError: Empty or malformed loaders, classes of the queries missing from the gallery.
         ShapeError: Queries whose embedding size differs from the gallery's.
     """
@@ -634,6 +637,14 @@ def audit(
 
     recipe_list = _as_recipes(recipes)
     judge = judge if judge is not None else Judge()
+    if not isinstance(judge, Judge):
+        raise ConfigurationError(f"judge must be an embedcam.Judge, got {type(judge).__name__}")
+    if class_names is not None:
+        if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
+            raise ConfigurationError(
+                f"class_names must be a list of names, got {type(class_names).__name__}"
+            )
+        class_names = [str(c) for c in class_names]
     if classifier not in ("knn", "centroid"):
         raise ConfigurationError(f"classifier must be 'knn' or 'centroid', got {classifier!r}")
     if not isinstance(k, int) or k < 1:
@@ -652,7 +663,13 @@ def audit(
     gal = embed_loader(
         model, gallery, embedding_fn=embedding_fn, progress=progress, what="embed gallery"
     )
-    num_classes = max(int(gal.labels.max()) + 1, len(class_names) if class_names else 0)
+    seen_classes = int(gal.labels.max()) + 1
+    if class_names and len(class_names) < seen_classes:
+        raise ConfigurationError(
+            f"class_names has {len(class_names)} names but the gallery has labels up to "
+            f"{seen_classes - 1} ({seen_classes} classes); pass one name per class"
+        )
+    num_classes = max(seen_classes, len(class_names) if class_names else 0)
     cents = ClassCentroids.from_embeddings(
         gal.embeddings, gal.labels, num_classes=num_classes, allow_empty=True
     )
@@ -687,8 +704,6 @@ def audit(
         )
     missing = sorted(set(qry.labels.tolist()) - set(gal.labels.tolist()))
     if missing:
-        from embedcam.errors import DataError
-
         names = [
             class_names[i] if class_names and i < len(class_names) else str(i) for i in missing
         ]
@@ -974,16 +989,34 @@ def compare(
         The `Comparison`.
 
     Raises:
-        ConfigurationError: Fewer than two audits, audits of different images, or a recipe
-            without verdicts (no boxes or masks).
+        ConfigurationError: Fewer than two audits, something other than an `AuditResult`,
+            audits of different images, no recipes, or a recipe without verdicts (no boxes or
+            masks).
+        DataError: An audit whose per-image lists have different lengths.
     """
     from embedcam import stats
 
     items = (
-        list(results.items()) if isinstance(results, Mapping) else [(r.name, r) for r in results]
+        list(results.items())
+        if isinstance(results, Mapping)
+        else [(getattr(r, "name", f"#{i}"), r) for i, r in enumerate(results)]
     )
     if len(items) < 2:
         raise ConfigurationError("compare needs at least two audits")
+    for n, r in items:
+        if not isinstance(r, AuditResult):
+            raise ConfigurationError(
+                f"compare takes AuditResult objects (from audit or AuditResult.load_json), got "
+                f"{type(r).__name__} for {n!r}"
+            )
+        per = r.per_image
+        lengths = {"ids": len(per.ids), "labels": len(per.labels), "pred": len(per.pred)}
+        lengths.update({f"verdict[{k!r}]": len(v) for k, v in per.verdict.items()})
+        if len(set(lengths.values())) > 1:
+            raise DataError(
+                f"audit {n!r} is inconsistent: its per-image lists have different lengths "
+                f"{lengths}; was results.json edited or written by another version?"
+            )
     names = [n for n, _ in items]
     if len(set(names)) != len(names):
         raise ConfigurationError(f"audit names must be unique, got {names}; pass a mapping")
@@ -994,6 +1027,11 @@ def compare(
                 f"audit {n!r} is not of the same query images as {names[0]!r} (ids or labels "
                 "differ); paired tests need the same images in the same order"
             )
+    if recipe is None and not first.recipes:
+        raise ConfigurationError(
+            f"audit {names[0]!r} has no recipes, so there are no verdicts to compare; audit with "
+            "at least one recipe, or pass recipe= with a recipe name that every audit has"
+        )
     key = recipe if recipe is not None else first.recipes[0].recipe.name
     labels = np.array(first.per_image.labels)
     wrong = np.zeros(len(labels), dtype=bool)

@@ -67,7 +67,7 @@ def _check_size(size: Sequence[int], name: str = "size") -> tuple[int, int]:
     try:
         h, w = (int(v) for v in size)
         ok = all(float(v) == int(v) for v in size)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         ok = False
     if not ok or h <= 0 or w <= 0:
         raise EmbedcamValueError(
@@ -89,8 +89,20 @@ def as_boxes(b: BoxesLike, name: str = "boxes") -> torch.Tensor:
 
     Raises:
         ShapeError: If the last dimension is not 4 (or ``b`` is a 0-d tensor).
+        EmbedcamValueError: If ``b`` is not numbers (a string, ``None``, ragged lists, bools).
     """
-    t = b if isinstance(b, torch.Tensor) else torch.as_tensor(b)
+    if isinstance(b, torch.Tensor):
+        t = b
+    else:
+        try:
+            t = torch.as_tensor(b)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise EmbedcamValueError(
+                f"{name} must be numbers, a (..., 4) tensor or nested lists of 4 coordinates "
+                f"per box, got {type(b).__name__} {str(b)[:80]!r} ({err})"
+            ) from None
+    if t.is_complex() or t.dtype == torch.bool:
+        raise EmbedcamValueError(f"{name} must be numbers, got dtype {t.dtype}")
     if t.dtype != torch.float64:
         t = t.to(torch.float32)
     if t.dim() == 0 or t.shape[-1] != 4:
@@ -352,7 +364,8 @@ def box_iou(a: BoxesLike, b: BoxesLike) -> torch.Tensor:
         b: Boxes broadcastable against ``a``.
 
     Returns:
-        IoU of shape ``(...)``; NaN where both boxes have zero area.
+        IoU of shape ``(...)``; NaN where both boxes have zero area or a coordinate is NaN
+        (check annotations with :func:`validate_boxes`).
 
     Raises:
         ShapeError: If a last dimension is not 4.
@@ -414,13 +427,23 @@ def crop_boxes(b: BoxesLike, top: float, left: float, size: Sequence[int]) -> to
 
     Raises:
         ShapeError: If the last dimension is not 4.
-        EmbedcamValueError: If ``size`` is not a pair of positive integers.
+        EmbedcamValueError: If ``size`` is not a pair of positive integers or ``top``/``left``
+            is not a finite number.
 
     Examples:
         >>> crop_boxes([4.0, 2.0, 10.0, 6.0], top=1, left=5, size=(4, 4))
         tensor([0., 1., 4., 4.])
     """
     h, w = _check_size(size)
+    try:
+        ok = math.isfinite(float(top)) and math.isfinite(float(left))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise EmbedcamValueError(
+            f"top and left must be finite numbers (the crop window's corner), got top={top!r}, "
+            f"left={left!r}"
+        )
     t = as_boxes(b)
     shift = torch.tensor([left, top, left, top], dtype=t.dtype, device=t.device)
     return clip_boxes(t - shift, (h, w))

@@ -347,20 +347,89 @@ class ClassCentroids:
             The centroids.
 
         Raises:
-            DataError: the file is missing, unreadable, or not an embedcam centroid file.
+            DataError: the file is missing, empty, truncated or corrupt, not a torch file, not an
+                embedcam centroid file, or malformed (a missing key, a value of the wrong type or
+                shape, NaN/inf centroids, negative counts); the message names the file and what
+                is wrong. Loading uses ``weights_only=True``: a file holding arbitrary pickled
+                objects is refused.
         """
         p = Path(path)
         if not p.is_file():
             raise DataError(f"centroid file {p} does not exist; write it with ClassCentroids.save")
+        if p.stat().st_size == 0:
+            raise DataError(
+                f"centroid file {p} is empty (0 bytes); an interrupted copy or write? Write it "
+                "again with ClassCentroids.save"
+            )
         try:
             payload = torch.load(p, map_location=map_location, weights_only=True)
         except Exception as err:  # torch raises many types for corrupt files
-            raise DataError(f"cannot read centroid file {p}: {err}") from err
+            raise DataError(f"cannot read centroid file {p}: {_load_reason(p, err)}") from err
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise DataError(f"{p} is not an embedcam centroid file (expected format {_FORMAT})")
-        cents, counts = payload["centroids"], payload["counts"]
-        if tuple(cents.shape) != (payload["num_classes"], payload["dim"]) or counts.shape != (
-            payload["num_classes"],
-        ):
-            raise DataError(f"{p} is inconsistent: shapes do not match its metadata")
-        return cls(cents, counts, bool(payload["normalized"]), dict(payload["metadata"]))
+        return cls(*_check_payload(p, payload))
+
+
+def _load_reason(p: Path, err: Exception) -> str:
+    """Why ``torch.load`` failed, in words (torch's own messages are often blank or cryptic)."""
+    import pickle
+    import zipfile
+
+    detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+    detail = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+    with p.open("rb") as fh:
+        head = fh.read(4)
+    if "weights_only" in str(err) or "Unsupported global" in str(err):
+        return (
+            f"it holds objects that weights_only=True loading refuses ({detail}); centroid "
+            "files hold only tensors, numbers and strings"
+        )
+    if head.startswith(b"PK") or zipfile.is_zipfile(p):
+        return f"the file is truncated or corrupt ({detail}); write it again"
+    if isinstance(err, (pickle.UnpicklingError, EOFError)) and head[:1] == b"\x80":
+        return f"the file is truncated or corrupt ({detail}); write it again"
+    return f"it is not a torch file written by ClassCentroids.save ({detail})"
+
+
+_PAYLOAD_KEYS = ("centroids", "counts", "normalized", "num_classes", "dim", "metadata")
+
+
+def _check_payload(p: Path, payload: dict[str, Any]) -> tuple[Tensor, Tensor, bool, dict]:
+    """Validate a loaded centroid payload; return ``(centroids, counts, normalized, metadata)``."""
+    missing = [k for k in _PAYLOAD_KEYS if k not in payload]
+    if missing:
+        raise DataError(f"{p} is malformed: missing key(s) {missing}; write it with save")
+
+    def bad(what: str) -> DataError:
+        return DataError(f"{p} is malformed: {what}")
+
+    cents, counts = payload["centroids"], payload["counts"]
+    c, d = payload["num_classes"], payload["dim"]
+    for key, v in (("num_classes", c), ("dim", d)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise bad(f"{key} must be an int >= 1, got {v!r}")
+    if not isinstance(payload["normalized"], bool):
+        raise bad(f"normalized must be a bool, got {payload['normalized']!r}")
+    if not isinstance(payload["metadata"], dict):
+        raise bad(f"metadata must be a dict, got {type(payload['metadata']).__name__}")
+    if not isinstance(cents, Tensor):
+        raise bad(f"centroids must be a tensor, got {type(cents).__name__}")
+    if cents.dim() != 2:
+        raise bad(f"centroids must be 2-D (C, D), got {tuple(cents.shape)}")
+    if not cents.is_floating_point():
+        raise bad(f"centroids must be floating, got {cents.dtype}")
+    if tuple(cents.shape) != (c, d):
+        raise bad(f"centroids are {tuple(cents.shape)} but num_classes={c}, dim={d}")
+    if not isinstance(counts, Tensor):
+        raise bad(f"counts must be a tensor, got {type(counts).__name__}")
+    if tuple(counts.shape) != (c,):
+        raise bad(f"counts must be ({c},), one per class, got {tuple(counts.shape)}")
+    if counts.is_floating_point() or counts.dtype == torch.bool or counts.is_complex():
+        raise bad(f"counts must be integer, got {counts.dtype}")
+    rows = (~torch.isfinite(cents).all(1)).nonzero().flatten().tolist()
+    if rows:
+        raise bad(f"centroids have NaN or infinite values in rows {rows[:10]}")
+    negative = (counts < 0).nonzero().flatten().tolist()
+    if negative:
+        raise bad(f"counts of classes {negative[:10]} are negative")
+    return cents, counts.to(torch.int64), payload["normalized"], dict(payload["metadata"])

@@ -44,12 +44,27 @@ def _check_matrix(name: str, x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ShapeError(f"{name} must be a (N, D) tensor, got {shape}")
+    if not x.is_floating_point():
+        raise EmbedcamValueError(f"{name} must be a float tensor, got {x.dtype}")
     if not bool(torch.isfinite(x).all()):
         raise EmbedcamValueError(f"{name} contains NaN or inf; check the model that produced it")
-    norms = x.norm(dim=1)
-    if bool((norms == 0).any()):
-        rows = (norms == 0).nonzero().flatten().tolist()[:10]
+    # a zero row is one without a non-zero entry: the float32 norm of a tiny (1e-30) row
+    # underflows to 0 although its direction, and so its cosine, is well defined
+    zero = x.abs().amax(dim=1) == 0 if x.shape[1] else torch.ones(x.shape[0], dtype=torch.bool)
+    if bool(zero.any()):
+        rows = zero.nonzero().flatten().tolist()[:10]
         raise EmbedcamValueError(f"{name} has zero-norm rows {rows}; cosine is undefined there")
+
+
+def _check_chunk(chunk_size: int) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise EmbedcamValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise float64 rows without under- or overflow (rows are scaled by their max)."""
+    x = x.to(torch.float64)
+    return F.normalize(x / x.abs().amax(dim=1, keepdim=True), dim=1)
 
 
 def knn_predict(
@@ -69,16 +84,24 @@ def knn_predict(
         chunk_size: Queries processed at once (bounds memory to ``chunk_size * G``).
 
     Returns:
-        ``(Q,)`` int64 predicted labels (see the module docstring for ties).
+        ``(Q,)`` int64 predicted labels (see the module docstring for ties); ``(0,)`` for
+        ``Q = 0``.
 
     Raises:
-        ShapeError: If shapes disagree.
-        EmbedcamValueError: On NaN / zero-norm embeddings, negative labels or a bad ``k``.
+        ShapeError: If shapes disagree or ``gallery_labels`` is not a tensor.
+        EmbedcamValueError: On NaN / zero-norm embeddings, negative labels, a bad ``k`` or
+            ``chunk_size``.
     """
     _check_matrix("query", query)
     _check_matrix("gallery", gallery)
     if query.shape[1] != gallery.shape[1]:
         raise ShapeError(f"query has dimension {query.shape[1]} but gallery has {gallery.shape[1]}")
+    _check_chunk(chunk_size)
+    if not isinstance(gallery_labels, torch.Tensor):
+        raise ShapeError(
+            f"gallery_labels must be a ({gallery.shape[0]},) integer tensor, got "
+            f"{type(gallery_labels).__name__}; wrap it with torch.as_tensor"
+        )
     if gallery_labels.ndim != 1 or gallery_labels.shape[0] != gallery.shape[0]:
         raise ShapeError(
             f"gallery_labels must be ({gallery.shape[0]},), got {tuple(gallery_labels.shape)}"
@@ -89,10 +112,10 @@ def knn_predict(
         raise EmbedcamValueError(f"k must be an int in [1, {gallery.shape[0]}], got {k!r}")
     labels = gallery_labels.to(gallery.device, torch.int64)
     num_classes = int(labels.max()) + 1
-    g = F.normalize(gallery.to(torch.float64), dim=1)
-    out = []
+    g = _normalize(gallery)
+    out = [torch.zeros(0, dtype=torch.int64, device=g.device)]  # an empty query gives (0,)
     for start in range(0, query.shape[0], chunk_size):
-        q = F.normalize(query[start : start + chunk_size].to(g.device, torch.float64), dim=1)
+        q = _normalize(query[start : start + chunk_size].to(g.device))
         sims = q @ g.T
         top_sim, top_idx = torch.sort(sims, dim=1, descending=True, stable=True)
         top_sim, top_lab = top_sim[:, :k], labels[top_idx[:, :k]]
@@ -139,7 +162,8 @@ def evaluate(pred: torch.Tensor, true: torch.Tensor, num_classes: int) -> KnnEva
 
     Raises:
         ShapeError: If ``pred`` and ``true`` are not the same ``(N,)`` shape, or empty.
-        EmbedcamValueError: If a label is outside ``[0, num_classes)``.
+        EmbedcamValueError: If a label is outside ``[0, num_classes)`` or the labels are not
+            integers (float labels are refused, not truncated).
 
     Examples:
         >>> import torch
@@ -149,6 +173,14 @@ def evaluate(pred: torch.Tensor, true: torch.Tensor, num_classes: int) -> KnnEva
         >>> round(ev.macro_f1, 4)  # F1 = 1, 2/3, 2/3
         0.7778
     """
+    for name, v in (("pred", pred), ("true", true)):
+        if not isinstance(v, torch.Tensor):
+            raise ShapeError(f"{name} must be an (N,) integer tensor, got {type(v).__name__}")
+        if v.is_floating_point() or v.is_complex() or v.dtype == torch.bool:
+            raise EmbedcamValueError(
+                f"{name} must hold integer class ids, got dtype {v.dtype}; casting would truncate "
+                "0.5 to class 0 silently"
+            )
     if pred.ndim != 1 or pred.shape != true.shape or pred.numel() == 0:
         raise ShapeError(
             f"pred and true must be non-empty (N,) tensors of one shape, got {tuple(pred.shape)} "
@@ -194,11 +226,11 @@ def nearest_centroid_predict(
         chunk_size: Queries processed at once.
 
     Returns:
-        ``(Q,)`` int64 class indices (ties go to the smaller class id).
+        ``(Q,)`` int64 class indices (ties go to the smaller class id); ``(0,)`` for ``Q = 0``.
 
     Raises:
         ShapeError: If shapes disagree.
-        EmbedcamValueError: On NaN / zero-norm rows.
+        EmbedcamValueError: On NaN / zero-norm rows or a bad ``chunk_size``.
 
     Examples:
         >>> import torch
@@ -212,9 +244,10 @@ def nearest_centroid_predict(
         raise ShapeError(
             f"query has dimension {query.shape[1]} but centroids have {centroids.shape[1]}"
         )
-    c = F.normalize(centroids.to(torch.float64), dim=1)
-    out = []
+    _check_chunk(chunk_size)
+    c = _normalize(centroids)
+    out = [torch.zeros(0, dtype=torch.int64, device=c.device)]  # an empty query gives (0,)
     for start in range(0, query.shape[0], chunk_size):
-        q = F.normalize(query[start : start + chunk_size].to(c.device, torch.float64), dim=1)
+        q = _normalize(query[start : start + chunk_size].to(c.device))
         out.append((q @ c.T).argmax(dim=1))
     return torch.cat(out)

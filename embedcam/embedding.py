@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -12,8 +13,8 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from embedcam import _dist
+from embedcam._checks import check_float_images, floating_dtype, model_device
 from embedcam._checks import embed as pick_embedding
-from embedcam._checks import model_device
 from embedcam._loaders import (
     Batch,
     check_fixed_order,
@@ -22,6 +23,7 @@ from embedcam._loaders import (
     shard_positions,
     subset_loader,
 )
+from embedcam.cam._model import model_lock
 from embedcam.errors import ConfigurationError, DataError, EmbedcamValueError
 
 __all__ = ["Embedded", "embed_loader", "EmbeddingHealth", "embedding_health"]
@@ -69,30 +71,38 @@ def embed_batches(
 ) -> tuple[Tensor, Tensor]:
     """Embed parsed batches in eval mode under inference mode (the model's mode is restored).
 
-    ``transform`` turns a batch into the images to embed (e.g. an intervention).
+    ``transform`` turns a batch into the images to embed (e.g. an intervention). Float images are
+    cast to the dtype of the model's floating-point parameters (float64 from NumPy into a float32
+    model); integer images raise. An ``nn.Module`` is locked for the whole loop, like a CAM call,
+    so that concurrent calls from other threads cannot leave it in the wrong mode.
     """
-    dev = model_device(model) if isinstance(model, nn.Module) else torch.device("cpu")
-    modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
+    is_module = isinstance(model, nn.Module)
+    dev = model_device(model) if is_module else torch.device("cpu")
+    dtype = floating_dtype(model) if is_module else None
     embs, labels = [], []
-    try:
-        if isinstance(model, nn.Module):
-            model.eval()
-        with torch.inference_mode():
-            for step, batch in batches:
-                images = transform(batch) if transform is not None else batch.images
-                emb = pick_embedding(model(images.to(dev)), embedding_fn)
-                if emb.shape[0] != len(batch):
-                    raise DataError(f"batch {step}: {emb.shape[0]} embeddings for {len(batch)}")
-                if not bool(torch.isfinite(emb).all()):
-                    raise EmbedcamValueError(
-                        f"batch {step}: the model produced NaN or infinite embeddings; check the "
-                        "input normalisation and the weights"
-                    )
-                embs.append(emb.float().cpu())
-                labels.append(batch.labels.cpu())
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    with model_lock(model) if is_module else contextlib.nullcontext():
+        modes = [(m, m.training) for m in model.modules()] if is_module else []
+        try:
+            if is_module:
+                model.eval()
+            with torch.inference_mode():
+                for step, batch in batches:
+                    images = transform(batch) if transform is not None else batch.images
+                    check_float_images(images)
+                    images = images.to(dev, dtype) if dtype is not None else images.to(dev)
+                    emb = pick_embedding(model(images), embedding_fn)
+                    if emb.shape[0] != len(batch):
+                        raise DataError(f"batch {step}: {emb.shape[0]} embeddings for {len(batch)}")
+                    if not bool(torch.isfinite(emb).all()):
+                        raise EmbedcamValueError(
+                            f"batch {step}: the model produced NaN or infinite embeddings; check "
+                            "the input normalisation and the weights"
+                        )
+                    embs.append(emb.float().cpu())
+                    labels.append(batch.labels.cpu())
+        finally:
+            for m, mode in modes:
+                m.training = mode
     if not embs:
         return torch.zeros(0, 0), torch.zeros(0, dtype=torch.int64)
     return torch.cat(embs), torch.cat(labels)

@@ -33,6 +33,7 @@ Examples:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -41,6 +42,7 @@ from torch import Tensor
 
 from embedcam._checks import as_label_tensor
 from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
+from embedcam.masks import _check_finite_images
 
 __all__ = [
     "only_bg",
@@ -61,7 +63,10 @@ DonorFill = Literal["inpaint", "black", "keep"]
 
 
 def _check(images: Tensor, masks: Tensor) -> Tensor:
-    """Check ``images (B, C, H, W)`` against ``masks (B, H, W)``; return masks ``(B, 1, H, W)``."""
+    """Check ``images (B, C, H, W)`` against ``masks (B, H, W)``; return masks ``(B, 1, H, W)``.
+
+    Images must be floating and finite (the check shared with :func:`embedcam.darken`).
+    """
     if not isinstance(images, Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ShapeError(f"images must be a (B, C, H, W) tensor, got {shape}")
@@ -81,9 +86,20 @@ def _check(images: Tensor, masks: Tensor) -> Tensor:
             f"masks {tuple(masks.shape)} do not match images {tuple(images.shape)}; expected "
             f"({b}, {h}, {w})"
         )
-    if not images.is_floating_point():
-        raise EmbedcamValueError(f"images must be a float tensor, got {images.dtype}")
+    _check_finite_images(images)
     return masks.to(images.device)[:, None]
+
+
+def _check_fill(fill: float) -> float:
+    try:
+        ok = math.isfinite(float(fill))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise EmbedcamValueError(
+            f"fill must be a finite number, got {fill!r}; 0 is black for images in [0, 1]"
+        )
+    return float(fill)
 
 
 def _generator(generator: torch.Generator | int | None, device: torch.device) -> torch.Generator:
@@ -108,10 +124,11 @@ def only_bg(images: Tensor, masks: Tensor, fill: float = 0.0) -> Tensor:
 
     Raises:
         ShapeError: If the shapes do not match.
-        EmbedcamValueError: If ``masks`` is not bool or ``images`` not float.
+        EmbedcamValueError: If ``masks`` is not bool, ``images`` not float or not finite, or
+            ``fill`` is not a finite number.
     """
     m = _check(images, masks)
-    return images.masked_fill(m, fill)
+    return images.masked_fill(m, _check_fill(fill))
 
 
 def only_fg(images: Tensor, masks: Tensor, fill: float = 0.0) -> Tensor:
@@ -127,10 +144,11 @@ def only_fg(images: Tensor, masks: Tensor, fill: float = 0.0) -> Tensor:
 
     Raises:
         ShapeError: If the shapes do not match.
-        EmbedcamValueError: If ``masks`` is not bool or ``images`` not float.
+        EmbedcamValueError: If ``masks`` is not bool, ``images`` not float or not finite, or
+            ``fill`` is not a finite number.
     """
     m = _check(images, masks)
-    return images.masked_fill(~m, fill)
+    return images.masked_fill(~m, _check_fill(fill))
 
 
 def _push_pull(x: Tensor, known: Tensor) -> Tensor:
@@ -169,6 +187,7 @@ def remove_objects(images: Tensor, masks: Tensor, mode: DonorFill = "inpaint") -
     Raises:
         ConfigurationError: If ``mode`` is unknown.
         ShapeError: If the shapes do not match.
+        EmbedcamValueError: If ``masks`` is not bool or ``images`` not float or not finite.
     """
     m = _check(images, masks)
     if mode == "keep":
@@ -193,12 +212,20 @@ def paste_objects(images: Tensor, masks: Tensor, backgrounds: Tensor) -> Tensor:
 
     Raises:
         ShapeError: If the shapes do not match.
+        EmbedcamValueError: If ``masks`` is not bool, or ``images`` or ``backgrounds`` is not
+            float or holds NaN/inf values.
     """
     m = _check(images, masks)
+    if not isinstance(backgrounds, Tensor):
+        raise ShapeError(
+            f"backgrounds must be a (B, C, H, W) tensor like images, got "
+            f"{type(backgrounds).__name__}"
+        )
     if tuple(backgrounds.shape) != tuple(images.shape):
         raise ShapeError(
             f"backgrounds {tuple(backgrounds.shape)} must match images {tuple(images.shape)}"
         )
+    _check_finite_images(backgrounds.to(images), "backgrounds")
     return torch.where(m, images, backgrounds.to(images))
 
 
@@ -218,7 +245,8 @@ def mix_backgrounds(
 
     Raises:
         ShapeError: If the shapes do not match or ``donor_index`` is not ``(B,)``.
-        EmbedcamValueError: If a donor index is outside ``[0, B)``.
+        EmbedcamValueError: If a donor index is outside ``[0, B)``, ``masks`` is not bool or
+            ``images`` not float or not finite.
     """
     _check(images, masks)
     donors = as_label_tensor(donor_index, name="donor_index")
@@ -315,7 +343,8 @@ def mixed_same(
         ``(mixed, donors)``: images ``(B, C, H, W)`` and donor indices ``(B,)``.
 
     Raises:
-        EmbedcamValueError: If a class has a single image in the batch.
+        EmbedcamValueError: If a class has a single image in the batch, or ``images`` is not
+            float or not finite.
         ShapeError: If the shapes do not match.
     """
     donors = same_class_donors(labels, generator)
@@ -346,7 +375,8 @@ def mixed_rand(
         ``(mixed, donors)``: images ``(B, C, H, W)`` and donor indices ``(B,)``.
 
     Raises:
-        EmbedcamValueError: If the batch holds a single class.
+        EmbedcamValueError: If the batch holds a single class, or ``images`` is not float or
+            not finite.
         ShapeError: If the shapes do not match.
     """
     donors = other_class_donors(labels, generator)
@@ -381,14 +411,28 @@ def region_noise(
         ``(B, C, H, W)`` noisy images; pixels outside the region are unchanged (before clamping).
 
     Raises:
-        ConfigurationError: If ``region`` is not ``"fg"``/``"bg"`` or ``rms`` is negative.
+        ConfigurationError: If ``region`` is not ``"fg"``/``"bg"``, ``rms`` is negative or not
+            finite, or ``clamp`` is not a ``(low, high)`` pair.
         ShapeError: If the shapes do not match.
+        EmbedcamValueError: If ``masks`` is not bool or ``images`` not float or not finite.
     """
     m = _check(images, masks)
     if region not in ("fg", "bg"):
         raise ConfigurationError(f"region must be 'fg' or 'bg', got {region!r}")
-    if rms < 0:
-        raise ConfigurationError(f"rms must be >= 0, got {rms}")
+    try:
+        rms_ok = math.isfinite(float(rms)) and float(rms) >= 0
+    except (TypeError, ValueError):
+        rms_ok = False
+    if not rms_ok:
+        raise ConfigurationError(f"rms must be a finite number >= 0, got {rms!r}")
+    if clamp is not None:
+        try:
+            lo, hi = (float(v) for v in clamp)
+            clamp_ok = not (lo > hi)
+        except (TypeError, ValueError):
+            clamp_ok = False
+        if not clamp_ok:
+            raise ConfigurationError(f"clamp must be (low, high) with low <= high, got {clamp!r}")
     sel = m if region == "fg" else ~m
     gen = _generator(generator, images.device)
     noise = torch.randn(images.shape, generator=gen, dtype=images.dtype).to(images.device)

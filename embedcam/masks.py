@@ -70,14 +70,65 @@ def check_maps(maps: torch.Tensor, name: str = "maps") -> torch.Tensor:
         maps = maps.to(torch.float32)
     elif maps.dtype not in (torch.float32, torch.float64):
         maps = maps.to(torch.float32)
-    # min/max propagate NaN and expose +-inf, at a fraction of the cost of isfinite()
-    if maps.numel() and not all(math.isfinite(float(v)) for v in torch.aminmax(maps)):
+    if not _all_finite(maps):
         bad = int(torch.nonzero(~torch.isfinite(maps).flatten(1).all(1))[0, 0])
         raise EmbedcamValueError(
-            f"{name}[{bad}] contains NaN or infinite values; check the CAM normalisation "
-            "(an all-zero map must stay zero, not 0/0)"
+            f"{name}[{bad}] contains NaN or infinite values ({_count_non_finite(maps[bad])} in "
+            f"that map, {_count_non_finite(maps)} in all); check the CAM normalisation (an "
+            "all-zero map must stay zero, not 0/0)"
         )
     return maps
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """Whether a floating tensor holds only finite values (True for integer or empty tensors)."""
+    if not x.is_floating_point() or x.numel() == 0:
+        return True
+    # min/max propagate NaN and expose +-inf, at a fraction of the cost of isfinite()
+    return all(math.isfinite(float(v)) for v in torch.aminmax(x))
+
+
+def _count_non_finite(x: torch.Tensor) -> str:
+    """``"2 NaN and 1 infinite"``: how many NaN and infinite values ``x`` holds."""
+    n_nan = int(torch.isnan(x).sum())
+    n_inf = int(torch.isinf(x).sum())
+    return f"{n_nan} NaN and {n_inf} infinite"
+
+
+def _check_finite_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """Check that a batch of images is a floating tensor without NaN or infinite values.
+
+    The one check shared by :func:`darken`, :func:`overlay` and every intervention of
+    :mod:`embedcam.interventions`: a NaN pixel would otherwise pass through (or be hidden under
+    a fill) silently.
+
+    Args:
+        images: Images ``(B, C, H, W)``.
+        name: What to call the argument in error messages.
+
+    Returns:
+        ``images``, unchanged.
+
+    Raises:
+        ShapeError: If ``images`` is not a 4-D tensor.
+        EmbedcamValueError: If ``images`` is not floating or holds NaN/inf values (the message
+            gives their counts and the first image that has one).
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ShapeError(f"{name} must be a (B, C, H, W) tensor, got {shape}")
+    if not images.is_floating_point():
+        raise EmbedcamValueError(
+            f"{name} must be a float tensor, got {images.dtype}; convert with "
+            f"{name}.float() (e.g. / 255 for 8-bit images)"
+        )
+    if not _all_finite(images):
+        first = int(torch.nonzero(~torch.isfinite(images).flatten(1).all(1))[0, 0])
+        raise EmbedcamValueError(
+            f"{name} contains {_count_non_finite(images)} values (first in image {first}); "
+            "fix the data or the normalisation before explaining or intervening"
+        )
+    return images
 
 
 def positive_region(maps: torch.Tensor) -> torch.Tensor:
@@ -146,6 +197,9 @@ def otsu_region(maps: torch.Tensor, nbins: int = 256) -> torch.Tensor:
     for i, m in enumerate(arr):
         if m.max() <= 0 or m.max() == m.min():
             continue
+        # Otsu's threshold scales with the map, so divide by the largest magnitude first: the
+        # histogram range max - min of a map near the float maximum would overflow
+        m = m.astype(np.float64) / float(np.abs(m).max())
         t = threshold_otsu(m, nbins=nbins)
         out[i] = (m > t) & (m > 0)
     return torch.from_numpy(out).to(maps.device)
@@ -357,9 +411,11 @@ def largest_component_box(regions: torch.Tensor, connectivity: int = 2) -> torch
 def _mask_boxes(mask: np.ndarray) -> np.ndarray:
     """Bounding boxes ``(B, 4)`` xyxy float32 of ``(B, H, W)`` masks; NaN rows for empty masks."""
     b, h, w = mask.shape
+    out = np.full((b, 4), np.nan, dtype=np.float32)
+    if h == 0 or w == 0:
+        return out
     rows = mask.any(2)
     cols = mask.any(1)
-    out = np.full((b, 4), np.nan, dtype=np.float32)
     has = rows.any(1)
     out[has, 0] = cols[has].argmax(1)
     out[has, 1] = rows[has].argmax(1)
@@ -370,9 +426,7 @@ def _mask_boxes(mask: np.ndarray) -> np.ndarray:
 
 def _check_images_maps(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     maps = check_maps(maps)
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
-        raise ShapeError(f"images must be a (B, C, H, W) tensor, got {shape}")
+    _check_finite_images(images)
     if images.shape[0] != maps.shape[0] or images.shape[-2:] != maps.shape[-2:]:
         raise ShapeError(
             f"images {tuple(images.shape)} and maps {tuple(maps.shape)} must share B, H and W; "
@@ -399,7 +453,8 @@ def darken(
     graded version for display.
 
     Args:
-        images: Images ``(B, C, H, W)``, floating (any range; the darkening is multiplicative).
+        images: Images ``(B, C, H, W)``, floating and finite (any range; the darkening is
+            multiplicative).
         maps: Maps ``(B, H, W)`` at the image resolution.
         factor: Brightness kept in darkened pixels, in ``[0, 1]`` (0 = black).
         threshold: Relative threshold in ``[0, 1)`` below which a pixel is darkened.
@@ -411,7 +466,9 @@ def darken(
 
     Raises:
         ShapeError: If the shapes do not match.
-        EmbedcamValueError: If ``factor`` or ``threshold`` is out of range or ``maps`` has NaN.
+        EmbedcamValueError: If ``factor`` or ``threshold`` is out of range, ``images`` is not
+            floating (an integer image would be truncated by the gain), or ``images`` or ``maps``
+            has NaN/inf values (the message counts them).
 
     Examples:
         >>> import torch
@@ -472,7 +529,8 @@ def overlay(
 
     Raises:
         ShapeError: If the shapes do not match or images have neither 1 nor 3 channels.
-        EmbedcamValueError: If ``alpha`` is outside ``[0, 1]``.
+        EmbedcamValueError: If ``alpha`` is outside ``[0, 1]``, or ``images`` is not floating or
+            has NaN/inf values.
         ConfigurationError: If ``cmap`` is unknown.
     """
     maps = _check_images_maps(images, maps)

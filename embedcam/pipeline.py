@@ -14,14 +14,14 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import Tensor, nn
 
 from embedcam import _dist
@@ -38,7 +38,7 @@ from embedcam.boxes import boxes_to_masks
 from embedcam.centroids import ClassCentroids
 from embedcam.errors import ConfigurationError, DataError
 from embedcam.recipe import Recipe
-from embedcam.scoring import box_map_ceiling, judge_features, score_maps
+from embedcam.scoring import CRITERIA, box_map_ceiling, judge_features, score_maps
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -84,6 +84,10 @@ class Judge(BaseModel):
         theta: Relative threshold of the evidence region.
         tolerance: Pixel tolerance of ``"pointing"``.
 
+    Raises:
+        ConfigurationError: An unknown or empty criterion, a threshold out of range or an
+            unknown field (the message names it).
+
     Examples:
         >>> Judge().criterion, Judge(criterion="paper", share=0.4).share
         ('energy', 0.4)
@@ -99,6 +103,26 @@ class Judge(BaseModel):
     box_iou: float = Field(0.5, ge=0, le=1)
     theta: float = Field(0.15, gt=0, le=1)
     tolerance: float = Field(0.0, ge=0)
+
+    def __init__(self, **fields: Any) -> None:
+        try:
+            super().__init__(**fields)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'judge'}: {e['msg']}" for e in err.errors()
+            )
+            raise ConfigurationError(f"invalid judge settings {fields!r}: {problems}") from None
+
+    @field_validator("criterion")
+    @classmethod
+    def _check_criterion(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        names = [value] if isinstance(value, str) else list(value)
+        if not names:
+            raise ValueError(f"criterion must name at least one of {CRITERIA}")
+        for name in names:
+            if name not in CRITERIA:
+                raise ValueError(f"unknown criterion {name!r}; use one of {CRITERIA}")
+        return value
 
     def from_scores(self, scores: Any) -> Tensor:
         """The verdicts from stored scores (records columns) instead of maps.
@@ -120,15 +144,32 @@ class Judge(BaseModel):
         Raises:
             ConfigurationError: ``theta`` other than 0.15 or ``tolerance`` other than 0 or 15
                 (those scores are not stored).
+            DataError: A needed column is missing, not numeric, or of another length.
         """
         if self.theta != 0.15 and {"region_iou", "wsol"} & set(self._criteria()):
             raise ConfigurationError("records store region scores at theta=0.15 only")
         if self.tolerance not in (0.0, 15.0) and "pointing" in self._criteria():
             raise ConfigurationError("records store pointing at tolerance 0 and 15 px only")
 
+        lengths: dict[str, int] = {}
+
         def col(name: str) -> Tensor:
-            v = scores[name]
-            arr = np.asarray(getattr(v, "to_numpy", lambda: v)(), dtype=np.float64)
+            try:
+                v = scores[name]
+            except (KeyError, IndexError, TypeError):
+                raise DataError(
+                    f"scores have no column {name!r}; pass the records of explain_dataset "
+                    "(DatasetRecords.to_pandas() or a dict of its score columns)"
+                ) from None
+            try:
+                arr = np.asarray(getattr(v, "to_numpy", lambda: v)(), dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise DataError(f"scores column {name!r} must hold numbers: {err}") from None
+            if arr.ndim != 1:
+                raise DataError(f"scores column {name!r} must be 1-D, got shape {arr.shape}")
+            lengths[name] = arr.shape[0]
+            if len(set(lengths.values())) > 1:
+                raise DataError(f"scores columns have different lengths: {lengths}")
             return torch.from_numpy(arr)
 
         rules = {
@@ -213,6 +254,48 @@ def _model_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def _item_digest(h: Any, item: Any) -> None:
+    """Feed the tensors, numbers and strings of one dataset item into ``h``, in order."""
+    if isinstance(item, Tensor):
+        _digest(h, item)
+    elif isinstance(item, np.ndarray):
+        _digest(h, torch.from_numpy(np.ascontiguousarray(item)))
+    elif isinstance(item, Mapping):
+        for k in sorted(item, key=str):
+            h.update(str(k).encode())
+            _item_digest(h, item[k])
+    elif isinstance(item, (list, tuple)):
+        h.update(f"seq{len(item)}".encode())
+        for x in item:
+            _item_digest(h, x)
+    else:
+        h.update(repr(item).encode())
+
+
+def _data_digest(loader: Iterable[Any], paths: list[str] | None, n_total: int | None) -> str | None:
+    """What the records depend on beyond the paths: file sizes and times, and the first item.
+
+    The image files' sizes and modification times catch an export regenerated in place under
+    the same names; the first item as the loader's dataset returns it (after its transform)
+    catches a changed transform (size, normalisation) and non-file datasets.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    if paths is not None:
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                h.update(b"missing")
+                continue
+            h.update(f"{st.st_size}:{st.st_mtime_ns};".encode())
+    if n_total:
+        dataset = loader.dataset  # type: ignore[attr-defined]
+        _item_digest(h, dataset[0])
+    elif paths is None:
+        return None
+    return h.hexdigest()
+
+
 def _tensor_digest(t: Tensor | None) -> str | None:
     if t is None:
         return None
@@ -254,6 +337,9 @@ class DatasetRecords:
 
         Returns:
             The table.
+
+        Raises:
+            DataError: A part file is unreadable (the message names it).
         """
         import pyarrow.parquet as pq
 
@@ -262,7 +348,8 @@ class DatasetRecords:
             return t.select(list(columns)) if columns is not None else t
         assert self.path is not None
         parts = sorted(self.path.glob("part-*.parquet"))
-        tables = [pq.read_table(p, columns=list(columns) if columns else None) for p in parts]
+        cols = list(columns) if columns else None
+        tables = [_read_part(p, lambda f: pq.read_table(f, columns=cols)) for p in parts]
         import pyarrow as pa
 
         return pa.concat_tables(tables) if tables else _schema("none").empty_table()
@@ -283,7 +370,7 @@ class DatasetRecords:
             import pandas  # noqa: F401
         except ImportError:
             raise ConfigurationError(
-                'to_pandas needs pandas, which embedcam does not install: pip install pandas '
+                "to_pandas needs pandas, which embedcam does not install: pip install pandas "
                 '(or "embedcam[pandas]"), or read the records with .table() (pyarrow)'
             ) from None
         return self.table(columns).to_pandas()
@@ -348,6 +435,19 @@ class DatasetRecords:
         h, w = int(t["map_h"][0].as_py()), int(t["map_w"][0].as_py())
         flat = np.stack([np.asarray(v, dtype=np.float16) for v in t["map"].to_pylist()])
         return torch.from_numpy(flat.astype(np.float32)).view(-1, h, w)
+
+
+def _read_part(path: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(path)`` for one Parquet part, a corrupt part becoming a `DataError` naming it."""
+    import pyarrow as pa
+
+    try:
+        return read(path)
+    except (OSError, pa.ArrowException) as err:
+        raise DataError(
+            f"cannot read records part {path}: {type(err).__name__}: {str(err)[:200]}; delete "
+            "it and run explain_dataset again with the same arguments to recompute it"
+        ) from err
 
 
 class _Writer:
@@ -467,9 +567,19 @@ def _as_centroids(centroids: ClassCentroids | Tensor | None) -> Tensor | None:
 
 
 def _as_recipes(recipes: Recipe | Sequence[Recipe]) -> list[Recipe]:
-    out = [recipes] if isinstance(recipes, Recipe) else list(recipes)
+    if isinstance(recipes, Recipe):
+        out = [recipes]
+    elif isinstance(recipes, (str, bytes)) or not isinstance(recipes, Iterable):
+        raise ConfigurationError(
+            f"recipes must be a Recipe or a list of Recipes, got {type(recipes).__name__}; e.g. "
+            "[ec.Recipe(layer='layer4')], or ec.Recipe.parse('layer=layer4') for a string"
+        )
+    else:
+        out = list(recipes)
     if not out:
-        raise ConfigurationError("recipes is empty; pass at least one Recipe")
+        raise ConfigurationError(
+            "recipes is empty; pass at least one Recipe, e.g. ec.Recipe(layer='layer4')"
+        )
     for r in out:
         if not isinstance(r, Recipe):
             raise ConfigurationError(f"recipes must be embedcam.Recipe objects, got {r!r}")
@@ -481,16 +591,26 @@ def _as_recipes(recipes: Recipe | Sequence[Recipe]) -> list[Recipe]:
     return out
 
 
-def _prepare_out(out: Path, key: dict[str, Any], overwrite: bool) -> str | None:
-    """Create or check the manifest on rank 0; return an error message or None."""
+def _prepare_out(out: Path, key: dict[str, Any], overwrite: bool) -> str | DataError | None:
+    """Create or check the manifest on rank 0; return an error (message) or None."""
     manifest = out / "_manifest.json"
     if out.exists() and not out.is_dir():
         return f"out={str(out)!r} is a file; pass a folder for the records"
     if manifest.exists():
         try:
-            old = json.loads(manifest.read_text())
-        except (OSError, ValueError) as err:
-            return f"cannot read {manifest}: {err}; delete the folder or pass overwrite=True"
+            old = json.loads(manifest.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError) as err:
+            # ValueError covers UnicodeDecodeError and JSONDecodeError; RecursionError a file of
+            # deeply nested brackets
+            reason = f"{type(err).__name__}: {str(err)[:200]}"
+            return DataError(
+                f"cannot read {manifest} ({reason}); delete the folder or pass overwrite=True"
+            )
+        if not isinstance(old, dict) or not isinstance(old.get("key", {}), dict):
+            return DataError(
+                f"{manifest} is not a records manifest (expected a JSON object with 'schema' and "
+                "'key'); delete the folder or use another one"
+            )
         if old.get("key") != key:
             if not overwrite:
                 changed = sorted(
@@ -498,9 +618,16 @@ def _prepare_out(out: Path, key: dict[str, Any], overwrite: bool) -> str | None:
                     for k in set(key) | set(old.get("key", {}))
                     if key.get(k) != old.get("key", {}).get(k)
                 )
+                hint = (
+                    " ('data': the image files or the dataset's first item differ, so the "
+                    "export changed in place or the dataset's transform is random; explain with "
+                    "a deterministic transform)"
+                    if "data" in changed
+                    else ""
+                )
                 return (
-                    f"{out} holds records of a different run (changed: {changed}); use another "
-                    "folder, or pass overwrite=True to replace them"
+                    f"{out} holds records of a different run (changed: {changed}){hint}; use "
+                    "another folder, or pass overwrite=True to replace them"
                 )
             for p in out.glob("part-*.parquet"):
                 p.unlink()
@@ -592,7 +719,8 @@ def explain_dataset(
     Raises:
         ConfigurationError: Empty or duplicate recipes, a shuffled loader, a bad option, or an
             ``out`` folder that holds another run's records.
-        DataError: A malformed batch (the message names the batch and the accepted forms).
+        DataError: A malformed batch (the message names the batch and the accepted forms), or
+            an ``out`` folder whose ``_manifest.json`` or part file is corrupt (named).
         EmbedcamValueError: A recipe that needs centroids or references without them.
 
     Examples:
@@ -646,6 +774,7 @@ def explain_dataset(
         "paths": hashlib.blake2b("\n".join(paths).encode(), digest_size=16).hexdigest()
         if paths is not None
         else None,
+        "data": _data_digest(loader, paths, n_total),
         "batch_size": batch_size,
         "part_size": part_size,
     }
@@ -654,6 +783,8 @@ def explain_dataset(
     if out_path is not None:
         problem = _prepare_out(out_path, key, overwrite) if rank == 0 else None
         problem = _dist.broadcast_object(problem)
+        if isinstance(problem, DataError):
+            raise problem
         if problem is not None:
             raise ConfigurationError(problem)
         done = {int(p.stem.split("-")[1]) for p in out_path.glob("part-*.parquet")}
@@ -706,7 +837,7 @@ def explain_dataset(
     import pyarrow.parquet as pq
 
     parts = sorted(out_path.glob("part-*.parquet"))
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+    rows = sum(_read_part(p, lambda f: pq.ParquetFile(f).metadata.num_rows) for p in parts)
     images = rows // len(recipe_list)
     if rank == 0:
         if n_total is not None and images != n_total:

@@ -114,9 +114,14 @@ class Recipe(BaseModel):
             The recipe.
 
         Raises:
-            ConfigurationError: A malformed pair, an unknown field or a bad value (the message
-                names it).
+            ConfigurationError: ``text`` is not a string, a malformed pair, an unknown field or a
+                bad value (the message names it).
         """
+        if not isinstance(text, str):
+            raise ConfigurationError(
+                f"Recipe.parse needs a string of key=value pairs, got {type(text).__name__}; "
+                "e.g. 'layer=layer4,method=gradcam++' (build from a dict with Recipe(**fields))"
+            )
         fields: dict[str, Any] = dict(defaults)
         for item in (p.strip() for p in text.split(",")):
             if not item:

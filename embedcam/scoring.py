@@ -20,7 +20,15 @@ Degenerate cases are results, not errors:
   rank accuracy and pixel AUC are NaN, the pointing game is 0 (never a hit), the evidence region is
   empty (IoU, recall and box IoU 0, precision NaN), and :func:`score_maps` flags it in
   ``no_evidence``;
-* region covering the whole image: pixel AUC is NaN (no negative pixels).
+* region covering the whole image: pixel AUC is NaN (no negative pixels);
+* an empty batch (``B = 0``): every score, :func:`score_maps` and :func:`judge_features` return
+  zero-length ``(0,)`` tensors (a filter that leaves nothing is not an error); maps without
+  pixels (``H W = 0``) score like an empty region.
+
+Hostile values. Maps with NaN or infinite values raise :class:`~embedcam.errors.EmbedcamValueError`
+naming the first bad map and counting the bad values; finite maps near the float maximum are
+scored exactly (sums that would overflow are taken on the map divided by its maximum, which
+leaves every ratio unchanged).
 
 Quantus 0.6 counts an empty mask or an all-zero map as a pointing hit; embedcam does not.
 """
@@ -36,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import find_objects
 
-from embedcam.boxes import as_boxes, box_iou
+from embedcam.boxes import as_boxes, box_iou, validate_boxes
 from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
 from embedcam.masks import (
     _LABEL_CHUNK_PIXELS,
@@ -206,6 +214,14 @@ def _energy(s: torch.Tensor, r: torch.Tensor, n_b: torch.Tensor | None = None) -
     # s * r holds the same values as torch.where(r, s, 0) (s >= 0), so the sums are the same
     inside = (s * r.to(s.dtype)).sum(1).to(torch.float64)
     total = s.sum(1).to(torch.float64)
+    big = ~torch.isfinite(total)
+    if bool(big.any()):
+        # finite maps near the dtype's maximum overflow the sum (inf / inf = NaN, x / inf = 0);
+        # the energy is scale-free, so those maps are summed again divided by their maximum
+        sb = s[big]
+        sb = sb / sb.amax(1, keepdim=True)
+        inside[big] = (sb * r[big].to(sb.dtype)).sum(1).to(torch.float64)
+        total[big] = sb.sum(1).to(torch.float64)
     e = inside / total
     n_b = _count(r) if n_b is None else n_b
     e[(n_b == 0) | (total == 0)] = float("nan")
@@ -647,7 +663,7 @@ def _component_boxes(regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     has = rows.any(1)
     y0, y1 = rows.argmax(1), h - rows[:, ::-1].argmax(1)
     x0, x1 = cols.argmax(1), w - cols[:, ::-1].argmax(1)
-    count = regions.reshape(b, -1).sum(1)
+    count = regions.reshape(b, h * w).sum(1)
     # a region that fills its bounding box (a rasterised box) is a single component
     solid = has & (count == (y1 - y0) * (x1 - x0))
     img = [np.flatnonzero(solid)]
@@ -701,8 +717,8 @@ def wsol_box_iou(
 
     Raises:
         ShapeError: If the shapes differ, or ``gt_boxes`` does not have ``B`` entries of ``(K, 4)``.
-        EmbedcamValueError: If a threshold is out of range, ``regions`` is not bool or ``maps``
-            has NaN/inf values.
+        EmbedcamValueError: If a threshold is out of range, ``regions`` is not bool, ``maps``
+            has NaN/inf values, or a ground-truth box is invalid (NaN/inf, ``x1 <= x0``).
         ConfigurationError: If ``policy`` or ``negatives`` is unknown.
 
     Examples:
@@ -720,6 +736,13 @@ def wsol_box_iou(
         raise ShapeError(
             f"gt_boxes must have one (K, 4) tensor per image ({b}), got {len(gt_boxes)}"
         )
+    if gt_boxes is not None:
+        for i, gt in enumerate(gt_boxes):
+            t = as_boxes(gt, name=f"gt_boxes[{i}]")
+            try:
+                validate_boxes(t)
+            except EmbedcamValueError as err:
+                raise EmbedcamValueError(f"gt_boxes[{i}]: {err}") from None
     evidence = evidence_region(_transform(maps, negatives), policy, theta=theta, percent=percent)
     return _wsol(evidence, regions, gt_boxes)
 
@@ -727,11 +750,13 @@ def wsol_box_iou(
 def _wsol(
     evidence: torch.Tensor, regions: torch.Tensor, gt_boxes: Sequence[torch.Tensor] | None
 ) -> torch.Tensor:
-    b = evidence.shape[0]
+    b, h, w = evidence.shape
+    out = torch.full((b,), float("nan"), dtype=torch.float64)
+    if b == 0 or h * w == 0:  # no image, or images without pixels: every region is empty
+        return out.to(torch.float32).to(evidence.device)
     pred = largest_component_box(evidence).to(torch.float64).cpu()
     reg_np = regions.detach().cpu().numpy()
-    has_b = reg_np.reshape(b, -1).any(1)
-    out = torch.full((b,), float("nan"), dtype=torch.float64)
+    has_b = reg_np.reshape(b, h * w).any(1)
     if gt_boxes is not None:
         for i in range(b):
             if not has_b[i]:

@@ -96,17 +96,50 @@ class Agreement(NamedTuple):
 
 
 def _check_confidence(confidence: float) -> float:
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.number)):
+        raise EmbedcamValueError(
+            f"confidence must be a number in (0, 1), got {confidence!r}; e.g. 0.95"
+        )
     if not 0 < confidence < 1:
         raise EmbedcamValueError(f"confidence must be in (0, 1), got {confidence}; e.g. 0.95")
-    return confidence
+    return float(confidence)
+
+
+def _whole(x: Any) -> int | None:
+    """``x`` as an int if it is a finite whole number (bools excluded), else ``None``."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        return None
+    if not math.isfinite(x) or int(x) != x:
+        return None
+    return int(x)
 
 
 def _check_counts(k: int, n: int) -> tuple[int, int]:
-    if int(k) != k or int(n) != n or n <= 0 or not 0 <= k <= n:
+    ki, ni = _whole(k), _whole(n)
+    if ki is None or ni is None or ni <= 0 or not 0 <= ki <= ni:
         raise EmbedcamValueError(
-            f"need integer counts with 0 <= k <= n and n > 0, got k={k}, n={n}"
+            f"need integer counts with 0 <= k <= n and n > 0, got k={k!r}, n={n!r}"
         )
-    return int(k), int(n)
+    return ki, ni
+
+
+def _as_values(x: Any, name: str) -> np.ndarray:
+    """Per-image real values as float64, refusing non-numbers, NaN and infinities."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise EmbedcamValueError(
+            f"{name} must hold numbers (bool outcomes or real scores), got dtype {arr.dtype}"
+        )
+    arr = arr.astype(np.float64)
+    if arr.size and not np.isfinite(arr).all():
+        n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+        raise EmbedcamValueError(
+            f"{name} contains {n_nan} NaN and {n_inf} infinite values; drop the images with "
+            "undefined scores first (e.g. keep ~isnan(a) & ~isnan(b))"
+        )
+    return arr
 
 
 def _as_outcomes(x: Any, name: str) -> np.ndarray:
@@ -240,9 +273,10 @@ def mcnemar_exact(b: int, c: int, *, mid_p: bool = False) -> McNemarResult:
         >>> round(mcnemar_exact(10, 2).p_value, 4)
         0.0386
     """
-    if int(b) != b or int(c) != c or b < 0 or c < 0:
-        raise EmbedcamValueError(f"b and c must be non-negative integers, got b={b}, c={c}")
-    b, c = int(b), int(c)
+    bi, ci = _whole(b), _whole(c)
+    if bi is None or ci is None or bi < 0 or ci < 0:
+        raise EmbedcamValueError(f"b and c must be non-negative integers, got b={b!r}, c={c!r}")
+    b, c = bi, ci
     n = b + c
     if n == 0:
         return McNemarResult(b, c, 1.0)
@@ -359,24 +393,27 @@ def paired_bootstrap_interval(
 
     Raises:
         ShapeError: If the arrays are not 1-D of equal length.
-        EmbedcamValueError: If they are empty or contain NaN, ``n_resamples < 100`` or the
-            confidence is invalid.
+        EmbedcamValueError: If they are empty, hold non-numbers, NaN or infinite values (the
+            message counts them), ``n_resamples`` is not an integer ``>= 100`` or the confidence
+            is invalid.
     """
-    xa = np.asarray(values_a.detach().cpu() if hasattr(values_a, "detach") else values_a)
-    xb = np.asarray(values_b.detach().cpu() if hasattr(values_b, "detach") else values_b)
+    xa, xb = _as_values(values_a, "values_a"), _as_values(values_b, "values_b")
     if xa.ndim != 1 or xb.shape != xa.shape:
         raise ShapeError(
             f"paired values must be 1-D of equal length, got shapes {xa.shape} and {xb.shape}"
         )
     if xa.size == 0:
         raise EmbedcamValueError("paired values are empty; need at least one image")
-    diff = xa.astype(np.float64) - xb.astype(np.float64)
-    if np.isnan(diff).any():
+    with np.errstate(over="ignore", invalid="ignore"):
+        diff = xa - xb
+    if not np.isfinite(diff).all():
         raise EmbedcamValueError(
-            "paired values contain NaN; drop the images with undefined scores first"
+            "values_a - values_b overflows float64 for some images; rescale the scores"
         )
-    if int(n_resamples) != n_resamples or n_resamples < 100:
-        raise EmbedcamValueError(f"n_resamples must be an integer >= 100, got {n_resamples}")
+    n_int = _whole(n_resamples)
+    if n_int is None or n_int < 100:
+        raise EmbedcamValueError(f"n_resamples must be an integer >= 100, got {n_resamples!r}")
+    n_resamples = n_int
     alpha = 1 - _check_confidence(confidence)
     rng = np.random.default_rng(seed)
     n = diff.size
@@ -434,13 +471,14 @@ def cochran_q(outcomes: Any) -> CochranQResult:
     """
     x = _as_matrix(outcomes).astype(np.int64)
     k = x.shape[1]
-    col = x.sum(0)
+    # Python ints: the squared column totals of billions of images would overflow int64
+    col = [int(v) for v in x.sum(0)]
     row = x.sum(1)
     total = int(row.sum())
     denom = k * total - int((row**2).sum())
     if denom == 0:
         return CochranQResult(0.0, k - 1, 1.0)
-    q = (k - 1) * (k * int((col**2).sum()) - total**2) / denom
+    q = (k - 1) * (k * sum(v * v for v in col) - total**2) / denom
     return CochranQResult(float(q), k - 1, float(sps.chi2.sf(q, k - 1)))
 
 
@@ -454,16 +492,22 @@ def holm_correction(p_values: Sequence[float]) -> list[float]:
         p_values: Raw p-values in ``[0, 1]``.
 
     Returns:
-        Adjusted p-values in the input order.
+        Adjusted p-values in the input order (an empty list for no p-values).
 
     Raises:
-        EmbedcamValueError: If a p-value is outside ``[0, 1]`` or NaN.
+        ShapeError: If ``p_values`` is not 1-D.
+        EmbedcamValueError: If a p-value is not a number, outside ``[0, 1]`` or NaN.
 
     Examples:
         >>> tuple(round(p, 6) for p in holm_correction([0.01, 0.04, 0.03]))
         (0.03, 0.06, 0.06)
     """
-    p = np.asarray(p_values, dtype=np.float64)
+    try:
+        p = np.asarray(p_values, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise EmbedcamValueError(f"p-values must be numbers in [0, 1], got {p_values!r}") from err
+    if p.ndim != 1:
+        raise ShapeError(f"p-values must be a 1-D sequence, got shape {p.shape}")
     if p.size and (np.isnan(p).any() or (p < 0).any() or (p > 1).any()):
         raise EmbedcamValueError(f"p-values must be in [0, 1], got {p.tolist()}")
     m = p.size

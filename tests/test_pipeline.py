@@ -298,3 +298,33 @@ def test_to_pandas_without_pandas_says_how_to_install_it(setup, tmp_path, monkey
     with pytest.raises(ec.errors.ConfigurationError, match=r"pip install pandas.*\.table\(\)"):
         recs.to_pandas()
     assert recs.table().num_rows == 20  # pyarrow alone still reads them
+
+
+def test_refuses_to_resume_over_data_changed_in_place(setup, tmp_path):
+    # Same paths, same model, same recipes: only the data differs. Resuming used to reuse the
+    # old records silently.
+    net, ds, loader, cents = setup
+    out = tmp_path / "r"
+    ec.explain_dataset(net, loader, cents, RECIPES[0], out=out, progress=False)
+    ec.explain_dataset(net, loader, cents, RECIPES[0], out=out, progress=False)  # same: resumes
+    ds.images[0] += 0.25
+    with pytest.raises(ConfigurationError, match=r"changed: \['data'\].*transform is random"):
+        ec.explain_dataset(net, loader, cents, RECIPES[0], out=out, progress=False)
+
+
+def test_image_files_rewritten_in_place_are_a_different_run(tmp_path):
+    from PIL import Image
+    from test_datasets import write_export
+
+    from embedcam.datasets import ImageDataset, load_roboflow
+
+    index = load_roboflow(write_export(tmp_path / "folder", "folder"))
+    loader = DataLoader(ImageDataset(index, size=16), batch_size=2)
+    net = small_net()
+    cents = ec.ClassCentroids.fit(net, loader, progress=False)
+    out = tmp_path / "r"
+    ec.explain_dataset(net, loader, cents, RECIPES[0], out=out, progress=False)
+    last = index.samples[-1].path  # not the first item: only the file's stat can tell
+    Image.new("RGB", (24, 20), (200, 10, 10)).save(last)
+    with pytest.raises(ConfigurationError, match=r"changed: \['data'\]"):
+        ec.explain_dataset(net, loader, cents, RECIPES[0], out=out, progress=False)

@@ -1,10 +1,12 @@
 """Adapters over pytorch-grad-cam (``grad-cam`` on PyPI) and Captum.
 
-Both libraries are driven with embedding targets and with their pitfalls avoided (see the project
-REFERENCE, section 6): pytorch-grad-cam always gets exactly one target per image (never its argmax
-default, never a short list that ``zip`` would truncate), its hooks are released even on error and
-the model's state is restored; Captum gets a forward that returns the per-image score, and its
-maps are upsampled bilinearly (its default is nearest).
+Both libraries are driven with embedding targets and with their pitfalls avoided:
+pytorch-grad-cam always gets exactly one target per image (never its argmax default, never a short
+list that ``zip`` would truncate), its hooks are released even on error and the model's state is
+restored; Captum gets a forward that returns the per-image score. Both adapters return the signed
+layer-resolution map and the scores; :class:`~embedcam.cam.core.EmbeddingCAM` turns every
+backend's map into display maps with the same ReLU, bilinear upsampling, relative-epsilon
+min-max and ``empty`` flag (:func:`~embedcam.cam.result.finish_maps`), in float32.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ def _capturing_class(method: str) -> type:
     class _Capturing(base):  # type: ignore[misc, valid-type]
         raw_map: np.ndarray | None = None
 
+        def compute_cam_per_layer(self, *args: Any, **kwargs: Any) -> Any:
+            # The library converts the stored tensors with .numpy(), which has no bfloat16, and
+            # would compute in the model's (half) precision: compute the map in float32.
+            store = self.activations_and_grads
+            store.activations = [a.float() for a in store.activations]
+            store.gradients = [g.float() for g in store.gradients]
+            return super().compute_cam_per_layer(*args, **kwargs)
+
         def get_cam_image(self, *args: Any, **kwargs: Any) -> np.ndarray:
             cam = super().get_cam_image(*args, **kwargs)
             self.raw_map = np.asarray(cam, dtype=np.float32)
@@ -75,19 +85,27 @@ class _GraphCutModel(EmbeddingModel):
     """
 
     def __init__(
-        self, model: nn.Module, layer: nn.Module, embedding_fn: Callable[[Any], Tensor] | None
+        self,
+        model: nn.Module,
+        layer: nn.Module,
+        embedding_fn: Callable[[Any], Tensor] | None,
+        images: Tensor,
     ) -> None:
         super().__init__(model, embedding_fn)
         self.__dict__["_layer"] = layer  # not a sub-module: it already is one of ``model``
         self.uses_gradients = True
         self._ran = False
         self._cut = False
+        self._dtype = images.dtype
+        if next(model.parameters(), None) is None:
+            # The library takes its device from the first parameter: give a stateless model one.
+            self.anchor = nn.Parameter(images.new_zeros(0), requires_grad=False)
 
     def cut(self, module: nn.Module, inputs: Any, output: Any) -> Tensor | None:
         """Forward hook on the target layer: the first output of a recorded forward becomes a leaf.
 
-        Later calls of a shared layer in the same forward stay connected to it; forwards without
-        gradient recording (ScoreCAM's masked images) are left alone.
+        (A layer that runs twice per forward is rejected before its activations are used;
+        forwards without gradient recording, ScoreCAM's masked images, are left alone.)
         """
         self._ran = True
         if self._cut or not torch.is_grad_enabled() or not isinstance(output, Tensor):
@@ -101,7 +119,8 @@ class _GraphCutModel(EmbeddingModel):
 
     def forward(self, x: Tensor) -> Tensor:
         self._ran = self._cut = False
-        out = super().forward(x)
+        # ScoreCAM builds its masked images in float32, whatever the model's dtype.
+        out = super().forward(x.to(self._dtype))
         if not torch.is_grad_enabled():
             return out
         if not self._ran:
@@ -134,11 +153,13 @@ def run_gradcam(
     method: str,
     embedding_fn: Callable[[Any], Tensor] | None,
     reshape_transform: Callable[[Tensor], Tensor] | None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Explain with pytorch-grad-cam; return ``(maps, raw, scores)``.
+) -> tuple[Tensor, Tensor]:
+    """Explain with pytorch-grad-cam; return ``(raw, scores)``.
 
-    ``maps`` are pytorch-grad-cam's own output (its ReLU, per-image scaling and OpenCV resize),
-    ``raw`` is the signed map it computed before its ReLU, ``scores`` the explained scores.
+    ``raw`` is the signed float32 map the library computed before its ReLU (its own display maps,
+    min-max scaled with an absolute epsilon, are discarded: a constant map would come out all
+    zero), ``scores`` the explained scores. The caller holds the model's lock, puts it in eval
+    mode and passes a private copy of the images.
 
     The library runs one forward and its ``loss.backward()`` on a graph cut at the target layer
     (see :class:`_GraphCutModel`): same activations, same gradients, same maps, but neither the
@@ -147,7 +168,7 @@ def run_gradcam(
     one cost ~0.7 M page faults and over a second of system time per ResNet-50 batch of 16; see
     benchmarks/README.md). Parameters' ``requires_grad`` flags are restored afterwards.
     """
-    wrapped = _GraphCutModel(model, layer, embedding_fn)
+    wrapped = _GraphCutModel(model, layer, embedding_fn, images)
     targets = target.as_gradcam_targets(images.shape[0])
     if len(targets) != images.shape[0]:  # the library would silently truncate
         raise ShapeError(f"{len(targets)} targets for {images.shape[0]} images")
@@ -163,7 +184,7 @@ def run_gradcam(
         )
         wrapped.uses_gradients = bool(cam.uses_gradients)
         try:
-            maps_np = cam(input_tensor=images.detach(), targets=targets)
+            cam(input_tensor=images.detach(), targets=targets)
             with torch.no_grad():
                 scores = target(embed(cam.outputs, None)).detach()
         finally:
@@ -174,10 +195,8 @@ def run_gradcam(
             p.requires_grad_(flag)
     if cam.raw_map is None:
         raise ConfigurationError(f"pytorch-grad-cam produced no map for method {method!r}")
-    device = images.device
-    maps = torch.from_numpy(np.ascontiguousarray(maps_np, dtype=np.float32)).to(device)
-    raw = torch.from_numpy(cam.raw_map).to(device)
-    return maps, raw, scores
+    raw = torch.from_numpy(cam.raw_map).to(images.device)
+    return raw, scores
 
 
 def run_captum(
@@ -187,14 +206,15 @@ def run_captum(
     target: EmbeddingTarget,
     method: str,
     embedding_fn: Callable[[Any], Tensor] | None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Explain with Captum; return ``(upsampled_relu_maps, raw, scores)``.
+) -> tuple[Tensor, Tensor]:
+    """Explain with Captum; return ``(raw, scores)``.
 
     Grad-CAM uses ``LayerGradCam`` (channel weights = spatial mean gradient); HiResCAM uses
     ``LayerGradientXActivation`` summed over channels. The forward returns the per-image score, so
     Captum needs no ``target`` index. ``LayerGradCam`` is called with ``relu_attributions=False``
-    to keep the signed map as ``raw``; the ReLU (identical to ``relu_attributions=True``) and the
-    bilinear ``LayerAttribution.interpolate`` are then applied here.
+    to keep the signed map as ``raw`` (float32 whatever the model's precision); the ReLU
+    (identical to ``relu_attributions=True``) and the bilinear upsampling (not Captum's default,
+    nearest) are applied by the caller, as for every backend.
     """
     import captum.attr as cattr
 
@@ -217,8 +237,4 @@ def run_captum(
             f"Captum returned a map of shape {tuple(raw.shape)}; the layer output must be a "
             "(B, K, h, w) feature map (use backend='native' with reshape_transform otherwise)"
         )
-    relu = torch.relu(raw.detach())[:, None]
-    up = cattr.LayerAttribution.interpolate(
-        relu, tuple(images.shape[-2:]), interpolate_mode="bilinear"
-    )[:, 0]
-    return up, raw.detach(), captured["scores"]
+    return raw.detach().float(), captured["scores"]

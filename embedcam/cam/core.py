@@ -9,9 +9,17 @@ import torch
 from torch import Tensor, nn
 
 from embedcam.cam import adapters
-from embedcam.cam._model import explain_mode, model_device, resolve_layer
+from embedcam.cam._model import (
+    check_eager,
+    check_materialised,
+    explain_mode,
+    model_lock,
+    prepare_images,
+    resolve_layer,
+    single_use_guard,
+)
 from embedcam.cam.native import layer_activations_and_grads
-from embedcam.cam.result import CamResult, finish_maps, normalize_maps
+from embedcam.cam.result import CamResult, finish_maps
 from embedcam.cam.weights import FORMULAS
 from embedcam.errors import ConfigurationError, ShapeError, UnsupportedError
 from embedcam.targets import EmbeddingTarget
@@ -88,9 +96,24 @@ class EmbeddingCAM:
     * ``"captum"``: Captum's ``LayerGradCam`` (``gradcam``) and ``LayerGradientXActivation``
       (``hirescam``); Captum has no Grad-CAM++.
 
-    Whatever the backend, the model is explained in eval mode (BatchNorm must not couple images),
-    and afterwards every module's training mode, every parameter's ``requires_grad`` flag and
-    ``.grad`` are as before, and no hooks remain - also when an error is raised.
+    Whatever the backend, the model is explained in eval mode (BatchNorm must not couple images,
+    nor update its running statistics; dropout is off), and afterwards every module's training
+    mode, every parameter's ``requires_grad`` flag and ``.grad`` are as before, and no hooks
+    remain - also when an error is raised. The same input gets the same behaviour on every
+    backend:
+
+    * Threads: calls on the same model (or on models sharing sub-modules) are serialised by a
+      per-module lock, so a thread pool or web server may share one model; each call sees the
+      model as the caller left it. Do not train or run the model outside embedcam in another
+      thread meanwhile: during a call it is in eval mode with hooks attached.
+    * Images: never modified, never given a ``.grad``; embedcam works on a private copy on the
+      model's device, cast to the dtype of the model's floating-point parameters (float64 images
+      from NumPy into a float32 model, float32 images into a float16 / bfloat16 model).
+      Integer images, NaN or infinite values raise.
+    * Precision: ``maps``, ``raw`` and ``scores`` are float32 on every backend, whatever the
+      model's dtype (half-precision models agree across backends to half precision).
+    * An empty batch (``B = 0``) gives an empty :class:`CamResult` on every backend.
+    * A target layer that runs more than once per forward (a shared module) raises.
 
     Args:
         model: the embedding model; its forward returns the ``(B, D)`` embedding, or anything
@@ -107,7 +130,8 @@ class EmbeddingCAM:
         ConfigurationError: unknown backend or method, or a layer that is not in the model (the
             message lists near matches).
         UnsupportedError: a method the chosen backend does not implement (the message names the
-            backends that do).
+            backends that do), or a TorchScript (scripted or traced) model: hooks cannot observe
+            compiled code, pass the eager model.
 
     Examples:
         >>> import torch, embedcam as ec
@@ -137,8 +161,11 @@ class EmbeddingCAM:
             raise UnsupportedError(
                 "the captum backend does not support reshape_transform; use backend='native'"
             )
+        if isinstance(model, torch.jit.ScriptModule):
+            check_eager(model, "")
         self.model = model
         self.layer, self.layer_name = resolve_layer(model, target_layer)
+        check_eager(model, self.layer_name)
         self.method = method
         self.backend = backend
         self.embedding_fn = embedding_fn
@@ -154,52 +181,48 @@ class EmbeddingCAM:
         """Explain ``target``'s score for every image of the batch.
 
         Args:
-            images: ``(B, C, H, W)`` float batch (moved to the model's device if needed).
+            images: ``(B, C, H, W)`` float batch. Never modified: embedcam works on a copy on the
+                model's device, cast to the dtype of the model's floating-point parameters.
             target: an :class:`~embedcam.targets.EmbeddingTarget` with one score per image
                 (e.g. ``CentroidTarget(centroids, labels)``).
 
         Returns:
-            A :class:`CamResult` with ``maps (B, H, W)``, ``raw (B, h, w)``, ``scores (B,)`` and
-            ``empty (B,)``.
+            A :class:`CamResult` with float32 ``maps (B, H, W)``, ``raw (B, h, w)`` and
+            ``scores (B,)``, and bool ``empty (B,)``; empty tensors for ``B = 0``.
 
         Raises:
-            ShapeError: ``images`` is not ``(B, C, H, W)``, the target was built for another
-                batch size, or the layer output is not a ``(B, K, h, w)`` map.
-            ConfigurationError: the model output needs an ``embedding_fn``, or the score does
-                not depend on the target layer.
-            EmbedcamValueError: NaN or zero-norm embeddings.
+            ShapeError: ``images`` is not a ``(B, C, H, W)`` float tensor (integer images must be
+                converted and normalised), the target was built for another batch size, or the
+                layer output is not a ``(B, K, h, w)`` map.
+            ConfigurationError: the model output needs an ``embedding_fn``, the score does not
+                depend on the target layer, the target layer runs more than once per forward,
+                or the model is on the meta device.
+            EmbedcamValueError: NaN or infinite images, NaN or zero-norm embeddings, images on
+                the meta device.
         """
         if not isinstance(target, EmbeddingTarget):
             raise ConfigurationError(
                 f"target must be an embedcam target (CentroidTarget, ReferenceTarget, "
                 f"ContrastiveTarget), got {type(target).__name__}"
             )
-        if not isinstance(images, Tensor) or images.dim() != 4:
-            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ShapeError(
-                f"images must be a (B, C, H, W) tensor, got {shape}; add a batch dimension with "
-                "images.unsqueeze(0) for a single image"
-            )
-        if not images.dtype.is_floating_point:
-            raise ShapeError(
-                f"images must be a float tensor, got {images.dtype}; convert and normalise them "
-                "as for training"
-            )
+        check_materialised(self.model)
+        images = prepare_images(images, self.model)
         target.check_batch(images.shape[0])
-        images = images.to(model_device(self.model))
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        if self.backend == "native":
-            with explain_mode(self.model, freeze=True):
+        # An empty batch has nothing to compute: every backend returns what the native engine
+        # gives (empty tensors, with the layer's resolution from a forward of zero images).
+        backend = "native" if images.shape[0] == 0 else self.backend
+        with (
+            model_lock(self.model),
+            explain_mode(self.model, freeze=backend == "native"),
+            single_use_guard(self.model, self.layer, self.layer_name),
+        ):
+            if backend == "native":
                 acts, grads, scores = layer_activations_and_grads(
                     self.model, self.layer, self.layer_name, images, target, self.embedding_fn
                 )
-            acts, grads = self._as_maps(acts), self._as_maps(grads)
-            with torch.no_grad():
-                raw = FORMULAS[self.method](acts.float(), grads.float())
-                maps, empty = finish_maps(raw, size)
-        elif self.backend == "grad-cam":
-            with explain_mode(self.model, freeze=False):
-                maps, raw, scores = adapters.run_gradcam(
+            elif backend == "grad-cam":
+                raw, scores = adapters.run_gradcam(
                     self.model,
                     self.layer,
                     images,
@@ -208,19 +231,23 @@ class EmbeddingCAM:
                     self.embedding_fn,
                     self.reshape_transform,
                 )
-            empty = raw.clamp_min(0).flatten(1).amax(dim=1) <= 0
-            maps = maps.masked_fill(empty[:, None, None], 0.0)
-        else:
-            with explain_mode(self.model, freeze=False):
-                up, raw, scores = adapters.run_captum(
+            else:
+                raw, scores = adapters.run_captum(
                     self.model, self.layer, images, target, self.method, self.embedding_fn
                 )
-            empty = raw.clamp_min(0).flatten(1).amax(dim=1) <= 0
-            maps = normalize_maps(up, zero=empty)
+        with torch.no_grad():
+            if backend == "native":
+                acts, grads = self._as_maps(acts), self._as_maps(grads)
+                if acts.shape[0] == 0:  # any method (also one only another backend has)
+                    raw = acts.new_zeros((0, *acts.shape[-2:]))
+                else:
+                    raw = FORMULAS[self.method](acts.float(), grads.float())
+            raw = raw.float()
+            maps, empty = finish_maps(raw, size)
         return CamResult(
             maps=maps,
             raw=raw,
-            scores=scores,
+            scores=scores.detach().float(),
             empty=empty,
             method=self.method,
             backend=self.backend,

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from embedcam.cam._model import embed
+from embedcam.cam._model import embed, used_repeatedly
 from embedcam.errors import ConfigurationError, ShapeError
 from embedcam.targets import EmbeddingTarget
 
@@ -37,7 +37,9 @@ def layer_activations_and_grads(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run the graph-cut forward and backward; return activations, gradients and scores.
 
-    The caller puts the model in eval mode with frozen parameters (``explain_mode``).
+    The caller puts the model in eval mode with frozen parameters (``explain_mode``) and holds
+    its lock (``model_lock``). A target layer that runs more than once in the forward raises the
+    ``used_repeatedly`` error, as on the other backends.
 
     Returns:
         ``(acts, grads, scores)``: the layer output and the gradient of each image's score with
@@ -45,13 +47,10 @@ def layer_activations_and_grads(
     """
     state: dict[str, Any] = {"calls": 0, "leaf": None}
 
-    def hook(module: nn.Module, inputs: Any, output: Any) -> Tensor:
+    def hook(module: nn.Module, inputs: Any, output: Any) -> Tensor | None:
         state["calls"] += 1
-        if state["calls"] > 1:
-            raise ConfigurationError(
-                f"target layer {layer_name!r} runs more than once in one forward pass (a shared "
-                "module); pick a module that is used once, e.g. a dedicated activation"
-            )
+        if state["calls"] > 1:  # counted; reported after the forward, with the number of calls
+            return None
         if not isinstance(output, Tensor):
             raise ConfigurationError(
                 f"target layer {layer_name!r} returns {type(output).__name__}, not a tensor; "
@@ -68,6 +67,8 @@ def layer_activations_and_grads(
     try:
         with torch.no_grad():
             output = model(images)
+            if state["calls"] > 1:
+                raise used_repeatedly(layer_name, state["calls"])
             if state["leaf"] is None:
                 raise ConfigurationError(
                     f"target layer {layer_name!r} did not run in the forward pass; pick a layer "

@@ -58,6 +58,11 @@ def rle_counts_from_string(s: str, where: str = "RLE") -> np.ndarray:
     """
     if not isinstance(s, str):
         raise DataError(f"{where}: compressed RLE counts must be a string, got {type(s).__name__}")
+    if not s.isascii():
+        bad = next(c for c in s if not c.isascii())
+        raise DataError(
+            f"{where}: compressed RLE counts hold the character {bad!r}, not in '0'..'o'"
+        )
     raw = np.frombuffer(s.encode("ascii", errors="replace"), dtype=np.uint8).astype(np.int64) - 48
     if raw.size == 0:
         return np.zeros(0, dtype=np.int64)
@@ -184,17 +189,22 @@ def _rle_counts(seg: dict[str, Any], size: tuple[int, int], where: str) -> np.nd
     if tuple(sz) != tuple(size):
         raise DataError(f"{where}: RLE 'size' {list(sz)} differs from the image size {list(size)}")
     counts = seg["counts"]
+    h, w = size
     if isinstance(counts, str):
         c = rle_counts_from_string(counts, where)
     elif isinstance(counts, (list, tuple)) and all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts
     ):
+        # checked before the int64 conversion, which would overflow on a huge run
+        if sum(counts) > h * w:
+            raise DataError(
+                f"{where}: RLE runs add up to more than the {h} x {w} = {h * w} pixels of the image"
+            )
         c = np.asarray(counts, dtype=np.int64)
     else:
         raise DataError(
             f"{where}: RLE 'counts' must be a list of non-negative integers or a compressed string"
         )
-    h, w = size
     if int(c.sum()) != h * w:
         raise DataError(
             f"{where}: RLE runs add up to {int(c.sum())} pixels, the image has {h} x {w} = {h * w}"

@@ -340,19 +340,23 @@ def _keep_large(mask: np.ndarray, keep_fraction: float) -> np.ndarray:
     return keep[lab]
 
 
-def _decode(path: Path, what: str, draft: int | None = None) -> Any:  # noqa: ANN401 - PIL image
-    from PIL import Image, UnidentifiedImageError
+def _decode(
+    path: Path, what: str, draft: int | None = None, *, max_pixels: int | None = None
+) -> Any:  # noqa: ANN401 - PIL image
+    """A loaded ``RGB`` or ``RGBA`` PIL image, decoded as displayed by the one image decoder.
 
-    if not path.is_file():
-        raise DataError(f"{what} {str(path)!r} does not exist")
-    try:
-        img = Image.open(path)
-        if draft is not None and img.format == "JPEG":
-            img.draft("RGB", (draft, draft))
-        img.load()
-        return img
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{what} {str(path)!r} is corrupt or not an image ({err})") from err
+    EXIF orientation applied, true bit depth, the pixel cap checked on the size decoded (after
+    the JPEG ``draft`` reduction); see :mod:`embedcam.datasets._io`.
+    """
+    from embedcam.datasets._io import open_rgb
+
+    return open_rgb(
+        path,
+        what=what,
+        hint="replace or remove the file",
+        max_pixels=max_pixels,
+        draft=draft,
+    )
 
 
 def load_cutout(

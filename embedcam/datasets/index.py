@@ -391,13 +391,49 @@ class DatasetIndex(BaseModel):
             The validated index.
 
         Raises:
-            DataError: If the file is missing, not JSON, or not a valid index.
+            DataError: If the file is missing or unreadable, not UTF-8, not valid JSON (also:
+                nested too deeply), or not a valid index; the message names the file.
         """
         p = Path(path)
+        if not p.is_file():
+            raise DataError(f"index file {str(p)!r} does not exist")
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError as err:
-            raise DataError(f"index file {str(p)!r} does not exist") from err
-        except (OSError, json.JSONDecodeError) as err:
-            raise DataError(f"index file {str(p)!r} is not readable JSON ({err})") from err
-        return cls.build(**data)
+            raw = p.read_bytes()
+        except OSError as err:
+            raise DataError(f"index file {str(p)!r} cannot be read ({err})") from err
+        redo = "re-create it with DatasetIndex.save_json (or load_roboflow)"
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"the index file {str(p)!r} is not UTF-8 text (byte {raw[err.start]:#04x} at "
+                f"offset {err.start}); {redo}"
+            ) from err
+        except RecursionError as err:
+            raise DataError(
+                f"the index file {str(p)!r} is not valid JSON (nested too deeply to be an "
+                f"index); {redo}"
+            ) from err
+        except ValueError as err:
+            raise DataError(f"the index file {str(p)!r} is not valid JSON ({err}); {redo}") from err
+        if not isinstance(data, dict):
+            raise DataError(
+                f"the index file {str(p)!r} must hold a JSON object (as DatasetIndex.save_json "
+                f"writes), got a {type(data).__name__}; {redo}"
+            )
+        try:
+            return cls(**data)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(x) for x in e['loc'])[:80] or '(top)'}: {e['msg'][:200]}"
+                for e in err.errors()[:5]
+            )
+            more = f" and {err.error_count() - 5} more" if err.error_count() > 5 else ""
+            raise DataError(
+                f"the index file {str(p)!r} is not a valid dataset index ({problems}{more}); {redo}"
+            ) from err
+        except RecursionError as err:
+            raise DataError(
+                f"the index file {str(p)!r} is not a valid dataset index (nested too deeply); "
+                f"{redo}"
+            ) from err

@@ -213,7 +213,10 @@ class ImageDataset(Dataset):
 
     Raises:
         DataError: If boxes are requested from a classification export, or masks from samples
-            without mask files.
+            without mask files. Reading an item raises it when the image file is missing or
+            corrupt, or decodes to a size other than the sample's :attr:`Sample.size` (the size
+            its boxes refer to, e.g. a COCO ``width``/``height`` not checked because the index
+            was loaded with ``verify_images=False``).
         ConfigurationError: If ``size``, ``mean`` or ``std`` are malformed.
 
     Examples:
@@ -243,9 +246,7 @@ class ImageDataset(Dataset):
             self.index.require_boxes()
         self.with_boxes = bool(with_boxes)
         if with_masks is None:
-            with_masks = bool(self.index.samples) and all(
-                s.has_mask for s in self.index.samples
-            )
+            with_masks = bool(self.index.samples) and all(s.has_mask for s in self.index.samples)
         elif with_masks:
             lacking = [str(s.path) for s in self.index.samples if not s.has_mask]
             if lacking:
@@ -289,6 +290,17 @@ class ImageDataset(Dataset):
         sample = self.index[i]
         array = read_rgb(sample.path)
         image = torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+        actual = (int(image.shape[-2]), int(image.shape[-1]))
+        if sample.size is not None and tuple(sample.size) != actual:
+            # boxes, segmentations and resizing all use the size in the index: never a
+            # silently dropped or mis-scaled box
+            raise DataError(
+                f"image {str(sample.path)!r} decodes to {actual} (H, W) but the index says "
+                f"{tuple(sample.size)} (the size the export declares, which its boxes and masks "
+                "refer to); fix the image's height/width in the export or re-export the image, "
+                "and load with load_roboflow(..., verify_images=True), which compares every "
+                "image with its declared size (skip_invalid=True skips the ones that differ)"
+            )
         boxes = sample.box_tensor() if self.with_boxes else torch.zeros(0, 4)
         mask = None
         if self.with_masks:
