@@ -15,7 +15,9 @@ with the interventions, a recipe comparison and a judge calibrated on a separate
 folder per model and split (``audits/``: the library's report and per-image records) to
 ``--out``.
 Data and checkpoints are cached (``--cache``), so a re-run reuses them and an interrupted run
-resumes.
+resumes. The outputs of a run (``results.json``, the reports, ``figures/``) are staged and moved
+into ``--out`` together at the end: after a full disk, a kill or ``Ctrl-C`` the folder keeps the
+previous run's outputs, complete.
 """
 
 from __future__ import annotations
@@ -55,10 +57,11 @@ from skubench import analysis, report  # noqa: E402
 from skubench.config import PRESETS, build_config  # noqa: E402
 from skubench.data import load_data  # noqa: E402
 from skubench.evaluate import audit_model, figure_maps  # noqa: E402
-from skubench.io import atomic_write_json  # noqa: E402
+from skubench.io import atomic_outputs, atomic_write_json  # noqa: E402
 from skubench.models import train_all  # noqa: E402
 
 import embedcam as ec  # noqa: E402
+from embedcam.errors import ConfigurationError  # noqa: E402
 
 SCHEMA = "embedcam.sku/1"
 
@@ -131,6 +134,41 @@ def audit_all(
     return audits, times
 
 
+def check_out(out: Path, cache: Path) -> None:
+    """Refuse an ``--out`` that cannot hold the outputs, before any work is done.
+
+    Raises:
+        ConfigurationError: ``--out`` is a file, or the cache folder or inside it.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigurationError(
+            f"--out {str(out)!r} is a file; pass a folder for results.json, the reports and "
+            "figures (it is created when missing)"
+        )
+    o, c = out.resolve(), cache.resolve()
+    if o == c or o.is_relative_to(c):
+        raise ConfigurationError(
+            f"--out {str(out)!r} is inside the cache {str(cache)!r}; pass a folder outside it"
+        )
+
+
+def write_outputs(
+    results: dict[str, Any], figures: list[Any], cfg: Any, data: Any, out: Path
+) -> None:
+    """Write ``results.json``, ``table1.md``, ``report.md`` and ``report.html``, all or nothing.
+
+    The files are staged and moved into place together (``results.json`` last), joining the
+    run's :func:`~skubench.io.atomic_outputs` block when there is one: after a full disk or an
+    interrupt the folder keeps its old outputs, complete.
+
+    Raises:
+        DataError: If ``out`` cannot be written (the message names the folder).
+    """
+    with atomic_outputs(out, exclude=("audits",)):
+        atomic_write_json(out / "results.json", results)
+        report.write_reports(results, figures, cfg, data, out)
+
+
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     """The whole pipeline; returns the results dict (also written to ``args.out``)."""
     fields: dict[str, Any] = {}
@@ -145,6 +183,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     cfg = build_config(args.preset, args.config, args.set, **fields)
     out: Path = args.out
     cache: Path = args.cache
+    check_out(out, cache)
     t_start = time.perf_counter()
     console.rule(escape(f"embedcam SKU benchmark: preset {cfg.preset}, seeds {cfg.seeds}"))
     data = load_data(cfg, cache)
@@ -158,6 +197,17 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "'features correct' and everything else that judges maps needs a COCO, YOLO or VOC "
             "export; running the classification part only[/]"
         )
+    with atomic_outputs(out, exclude=("audits",)):  # figures and reports: all or nothing
+        results = _train_audit_report(cfg, data, cache, out, console, t_start, t_data)
+    report.print_report(results, console)
+    console.print(escape(f"results in {out}: results.json, table1.md, report.html, figures/"))
+    return results
+
+
+def _train_audit_report(
+    cfg: Any, data: Any, cache: Path, out: Path, console: Console, t_start: float, t_data: float
+) -> dict[str, Any]:
+    """Train and audit every seed, then write the outputs (inside the run's staging block)."""
     seeds, train_times, train_wall, audit_times = [], {}, {}, {}
     figures: list = []
     for seed in cfg.seeds:
@@ -200,10 +250,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "figures": [str(p.relative_to(out)) for p, _ in figures],
     }
     results["scaled_down"] = report.scaled_down(results)
-    atomic_write_json(out / "results.json", results)
-    report.write_reports(results, figures, cfg, data, out)
-    report.print_report(results, console)
-    console.print(escape(f"results in {out}: results.json, table1.md, report.html, figures/"))
+    write_outputs(results, figures, cfg, data, out)
     return results
 
 
@@ -241,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     except ec.errors.EmbedcamError as err:
         console.print(f"[bold red]error:[/] {escape(str(err))}")
         return 2
+    except KeyboardInterrupt:
+        console.print("[bold red]error:[/] interrupted; the outputs of earlier runs were kept")
+        return 130
     return 0
 
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from embedcam import _dist
-from embedcam._atomic import atomic_write_text
+from embedcam._atomic import atomic_outputs, atomic_write_text
 from embedcam._loaders import Batch, is_sequential, iter_batches, shard_positions, subset_loader
 from embedcam.boxes import boxes_to_masks
 from embedcam.centroids import ClassCentroids
@@ -1095,9 +1095,9 @@ def compare(
         from embedcam.report.audit import comparison_report
 
         folder = Path(out)
-        (folder / "comparison.json").unlink(missing_ok=True)
         rep = comparison_report(comparison)
-        rep.write_markdown(folder / "comparison.md")
-        rep.write_html(folder / "comparison.html")
-        atomic_write_text(folder / "comparison.json", comparison.model_dump_json(indent=2))
+        with atomic_outputs(folder, last=("comparison.json",)):  # all three or none
+            rep.write_markdown(folder / "comparison.md")
+            rep.write_html(folder / "comparison.html")
+            atomic_write_text(folder / "comparison.json", comparison.model_dump_json(indent=2))
     return comparison

@@ -248,6 +248,24 @@ def _factory(spec: str) -> tuple[Callable[..., Any], str]:
     return obj, attr
 
 
+# how the files torch.save writes begin: a zip archive, or the legacy pickle format
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _torch_file_problem(path: Path) -> str | None:
+    """What makes ``path`` no torch file at all (empty, another format), or ``None``."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if not head:
+        return "is empty (0 bytes): it was truncated, or its save was interrupted"
+    if not head.startswith(_TORCH_MAGIC):
+        return f"is not a file written by torch.save (it begins with {head[:8]!r})"
+    return None
+
+
 def _read_state_dict(path: Path) -> dict[str, Any]:
     import pickle
 
@@ -257,6 +275,12 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
         raise DataError(
             f"--weights: the file {str(path)!r} does not exist; check the path, or leave out "
             "--weights to use the factory's own weights"
+        )
+    problem = _torch_file_problem(path)
+    if problem is not None:
+        raise DataError(
+            f"--weights {str(path)!r} {problem}; pass a file written by "
+            "torch.save(model.state_dict(), path)"
         )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -268,9 +292,11 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
             "torch.save(model.state_dict(), path)"
         ) from err
     except Exception as err:  # torch raises many types for corrupt files
+        detail = _one_line(str(err))[:200] or "no details"
         raise DataError(
-            f"--weights {str(path)!r} is not a readable torch file ({type(err).__name__}: "
-            f"{err}); pass a file written by torch.save(model.state_dict(), path)"
+            f"--weights {str(path)!r} is truncated or corrupt, not a readable torch file "
+            f"({type(err).__name__}: {detail}); save it again with "
+            "torch.save(model.state_dict(), path)"
         ) from err
     state = payload
     if isinstance(payload, Mapping):
@@ -551,31 +577,31 @@ def _output_stems(paths: Sequence[Path], inputs: Sequence[str]) -> list[str]:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
+    """The displayed ``(H, W)`` of an input image, from its header (EXIF orientation applied).
 
-    try:
-        with Image.open(path) as img:
-            return int(img.height), int(img.width)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(
-            f"cannot read image {str(path)!r}: it is corrupt or not an image ({err}); remove it "
-            "from the inputs"
-        ) from err
+    Raises:
+        DataError: If the file is not an image or is over the pixel cap; the message names it.
+    """
+    from embedcam.datasets._io import image_size
+
+    return image_size(path, verify=False, what="input image", hint="remove it from the inputs")
 
 
 def _read_image(path: Path) -> torch.Tensor:
+    """An input image as a ``(3, H, W)`` float tensor in ``[0, 1]``, decoded as displayed.
+
+    16-bit files keep their precision (``v / 65535``); see :mod:`embedcam.datasets._io` for
+    orientation, float images, alpha and the pixel cap.
+
+    Raises:
+        DataError: If the file cannot be decoded or is over the pixel cap; the message names it.
+    """
     import torch
 
-    from embedcam.datasets._io import read_rgb
+    from embedcam.datasets._io import read_rgb_float
 
-    try:
-        array = read_rgb(path)
-    except DataError as err:
-        raise DataError(
-            f"cannot read image {str(path)!r}: it is corrupt or not an image; remove it from the "
-            "inputs"
-        ) from err
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+    array = read_rgb_float(path, what="input image", hint="remove it from the inputs")
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 @dataclass
@@ -657,7 +683,7 @@ def _run_explain(args: argparse.Namespace, console: Console) -> int:
     from torch.utils.data import DataLoader
 
     from embedcam import masks
-    from embedcam._atomic import atomic_write_bytes, atomic_write_text
+    from embedcam._atomic import atomic_outputs, atomic_write_bytes, atomic_write_text
     from embedcam.centroids import ClassCentroids
     from embedcam.recipe import Recipe
 
@@ -742,46 +768,49 @@ def _run_explain(args: argparse.Namespace, console: Console) -> int:
     target_name = (
         "reference" if ref_path is not None else "centroid" if args.label is not None else "nearest"
     )
-    for index, images, inputs in loader:
-        inputs = inputs.to(device)
-        labels = None
-        if cent_matrix is not None:
-            if args.label is not None:
-                labels = torch.full((len(index),), args.label, dtype=torch.long, device=device)
-            else:
-                emb = _embed(model, inputs, fn)
-                cos = F.normalize(emb, dim=1) @ F.normalize(cent_matrix.float(), dim=1).T
-                labels = cos.argmax(dim=1)
-        target = recipe.make_target(cent_matrix, labels, reference)
-        res = cam(inputs, target)
-        shown = res.signed_maps() if recipe.signed else res.maps
-        for b, i in enumerate(index):
-            image = images[b]
-            hw = (int(image.shape[-2]), int(image.shape[-1]))
-            m = shown[b : b + 1].detach().float().cpu()
-            if tuple(m.shape[-2:]) != hw:
-                m = F.interpolate(m[:, None], size=hw, mode="bilinear", align_corners=False)[:, 0]
-            heat = m.abs() if recipe.signed else m
-            over = masks.overlay(image[None], heat)[0]
-            dark = masks.darken(image[None], m)[0]
-            atomic_write_bytes(out / f"{stems[i]}_overlay.png", _encode_png(over))
-            atomic_write_bytes(out / f"{stems[i]}_darkened.png", _encode_png(dark))
-            label = int(labels[b]) if labels is not None else None
-            rows[i] = {
-                "file": str(paths[i]),
-                "target": target_name,
-                "class": "" if label is None else label,
-                "score": float(res.scores[b]),
-                "empty": bool(res.empty[b]),
-                "_name": names[label] if names is not None and label is not None else None,
-            }
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["file", "target", "class", "score", "empty"])
-    for i in sorted(rows):
-        r = rows[i]
-        writer.writerow([r["file"], r["target"], r["class"], f"{r['score']:.6f}", r["empty"]])
-    atomic_write_text(out / "scores.csv", buf.getvalue())
+    # every PNG and scores.csv: all or nothing (a full disk or Ctrl-C keeps the old outputs)
+    with atomic_outputs(out, last=("scores.csv",)):
+        for index, images, inputs in loader:
+            inputs = inputs.to(device)
+            labels = None
+            if cent_matrix is not None:
+                if args.label is not None:
+                    labels = torch.full((len(index),), args.label, dtype=torch.long, device=device)
+                else:
+                    emb = _embed(model, inputs, fn)
+                    cos = F.normalize(emb, dim=1) @ F.normalize(cent_matrix.float(), dim=1).T
+                    labels = cos.argmax(dim=1)
+            target = recipe.make_target(cent_matrix, labels, reference)
+            res = cam(inputs, target)
+            shown = res.signed_maps() if recipe.signed else res.maps
+            for b, i in enumerate(index):
+                image = images[b]
+                hw = (int(image.shape[-2]), int(image.shape[-1]))
+                m = shown[b : b + 1].detach().float().cpu()
+                if tuple(m.shape[-2:]) != hw:
+                    m = m[:, None]
+                    m = F.interpolate(m, size=hw, mode="bilinear", align_corners=False)[:, 0]
+                heat = m.abs() if recipe.signed else m
+                over = masks.overlay(image[None], heat)[0]
+                dark = masks.darken(image[None], m)[0]
+                atomic_write_bytes(out / f"{stems[i]}_overlay.png", _encode_png(over))
+                atomic_write_bytes(out / f"{stems[i]}_darkened.png", _encode_png(dark))
+                label = int(labels[b]) if labels is not None else None
+                rows[i] = {
+                    "file": str(paths[i]),
+                    "target": target_name,
+                    "class": "" if label is None else label,
+                    "score": float(res.scores[b]),
+                    "empty": bool(res.empty[b]),
+                    "_name": names[label] if names is not None and label is not None else None,
+                }
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["file", "target", "class", "score", "empty"])
+        for i in sorted(rows):
+            r = rows[i]
+            writer.writerow([r["file"], r["target"], r["class"], f"{r['score']:.6f}", r["empty"]])
+        atomic_write_text(out / "scores.csv", buf.getvalue())
 
     target_text = {
         "reference": f"cosine to the reference image {str(ref_path)!r}",
@@ -827,6 +856,12 @@ def _run_explain(args: argparse.Namespace, console: Console) -> int:
 def _recipes(specs: Sequence[str] | None, layer: str) -> list[Any]:
     from embedcam.recipe import Recipe
 
+    for s in specs or []:
+        if not s.strip(" ,"):
+            raise ConfigurationError(
+                f"--recipe {s!r} is empty; give a recipe such as target=centroid,method=gradcam, "
+                "or leave --recipe out for the default one"
+            )
     recipes = [Recipe.parse(s, layer=layer) for s in specs] if specs else [Recipe(layer=layer)]
     names = [r.name for r in recipes]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -845,6 +880,7 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
     from rich.text import Text
     from torch.utils.data import DataLoader
 
+    from embedcam._atomic import atomic_outputs
     from embedcam.datasets import ImageDataset, collate_boxes, load_roboflow
 
     _check_norm(args.mean, args.std)
@@ -860,6 +896,11 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
             f"this embedcam has no audit function ({err}); update embedcam"
         ) from err
     data = Path(args.data)
+    if data.is_dir() and out.resolve().is_relative_to(data.resolve()):
+        raise ConfigurationError(
+            f"--out {args.out!r} is inside the export --data {args.data!r}; the outputs would be "
+            "mixed with the data (and read as data by the next run): pass a folder outside it"
+        )
     if args.extra_labels is not None and not Path(args.extra_labels).is_file():
         raise DataError(
             f"--extra-labels {args.extra_labels!r} does not exist; pass the additional-labels "
@@ -924,7 +965,8 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
     say = console.is_terminal  # audit() then shows progress bars and prints the summary itself
     try:
         # A collapse is printed once, in red, on the console (not also as a Python warning).
-        with warnings.catch_warnings():
+        # results.json, the reports and examples.png: all or nothing (the records resume).
+        with warnings.catch_warnings(), atomic_outputs(out, exclude=("records",)):
             warnings.simplefilter("ignore", CollapseWarning)
             result = audit(
                 model,
@@ -1325,8 +1367,12 @@ def main(argv: list[str] | None = None) -> int:
         rank = os.environ.get("RANK") if _world_size() > 1 else None
         _print_error(err_console, str(err) + (f" (rank {rank})" if rank not in (None, "0") else ""))
         return 2
+    except OSError as err:  # the file system failed outside embedcam's own writers
+        where = f" ({err.filename})" if err.filename else ""
+        _print_error(err_console, f"{err.strerror or err}{where}")
+        return 2
     except KeyboardInterrupt:
-        _print_error(err_console, "interrupted")
+        _print_error(err_console, "interrupted; the outputs of earlier runs were kept")
         return 130
     finally:
         _stop_distributed()

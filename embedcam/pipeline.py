@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import Tensor, nn
 
 from embedcam import _dist
-from embedcam._atomic import atomic_write_bytes, atomic_write_text
+from embedcam._atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from embedcam._loaders import (
     Batch,
     check_fixed_order,
@@ -634,8 +634,7 @@ def _prepare_out(out: Path, key: dict[str, Any], overwrite: bool) -> str | DataE
     elif out.exists() and any(out.glob("part-*.parquet")):
         return f"{out} holds part files but no _manifest.json; delete them or use another folder"
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".part-*.tmp"):  # left by a kill during a write
-        stale.unlink()
+    remove_stale_temporaries(out)  # part files half-written by a killed run, not a live one's
     atomic_write_text(
         manifest,
         json.dumps({"schema": RECORDS_SCHEMA, "key": key, "complete": False}, indent=2),

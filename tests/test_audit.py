@@ -246,3 +246,35 @@ def test_embedding_health_flags_collapse():
     assert ec.embedding_health(x).mean_pairwise_cosine == pytest.approx(2 / 6)
     with pytest.raises(ec.errors.EmbedcamValueError, match="N >= 2"):
         ec.embedding_health(torch.ones(1, 3))
+
+
+def test_compare_outputs_are_all_or_nothing(tmp_path, monkeypatch):
+    # A failure while writing comparison.html used to leave no comparison.json (deleted first)
+    # beside a new comparison.md.
+    a = _fake("a", [0, 1, 1, 1, 0, 1], [True] * 6)
+    b = _fake("b", [1, 0, 0, 0, 0, 1], [True, True, True, False, True, True])
+    ec.compare([a, b], out=tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    from embedcam.report import document
+
+    def broken(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(document.Report, "write_html", broken)
+    c = _fake("c", [0, 1, 0, 1, 1, 1], [False] * 6)
+    with pytest.raises(OSError):
+        ec.compare([a, c], out=tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_killed_export_build_is_removed_by_the_next_one(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that no longer runs
+    left = tmp_path / f".export.{proc.pid}.k1ll3d00.tmp"
+    (left / "train").mkdir(parents=True)
+    cfg = ShelfConfig(image_size=32, families=2, siblings=2, images_per_class={"train": 1})
+    ec.datasets.generate_shelf(tmp_path / "export", cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

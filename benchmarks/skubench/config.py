@@ -135,7 +135,8 @@ class SkuConfig(BaseModel):
         losses: Losses to train (the paper's three by default).
         control: Synthetic only: also train the original triplet loss on data without the
             background shortcut, as the clean reference row.
-        seeds: Training seeds; every number is reported per seed and as a spread.
+        seeds: Training seeds (at least one); every number is reported per seed and as a
+            spread.
         knn_k: Neighbours of the kNN classifier.
         methods: CAM methods run for every recipe.
         recipes: Explanation recipes; the first, with the first method, is the paper's and
@@ -154,15 +155,18 @@ class SkuConfig(BaseModel):
     preset: str = "quick"
     data: DataConfig = DataConfig()
     train: TrainSettings = TrainSettings()
-    losses: list[Literal["triplet", "focal", "flexible"]] = list(LOSSES)
+    losses: list[Literal["triplet", "focal", "flexible"]] = Field(list(LOSSES), min_length=1)
     control: bool = True
-    seeds: list[int] = [0]
+    seeds: list[int] = Field([0], min_length=1)
     knn_k: int = Field(5, ge=1)
-    methods: list[Literal["gradcam", "gradcam++"]] = ["gradcam", "gradcam++"]
-    recipes: list[RecipeSpec] = [
-        RecipeSpec(name="paper", target="centroid", layer="last", signed=False),
-        RecipeSpec(name="contrastive", target="contrastive", layer="before_last", signed=True),
-    ]
+    methods: list[Literal["gradcam", "gradcam++"]] = Field(["gradcam", "gradcam++"], min_length=1)
+    recipes: list[RecipeSpec] = Field(
+        default=[
+            RecipeSpec(name="paper", target="centroid", layer="last", signed=False),
+            RecipeSpec(name="contrastive", target="contrastive", layer="before_last", signed=True),
+        ],
+        min_length=1,
+    )
     judge_criterion: Literal["paper", "energy", "pointing", "region_iou", "wsol"] = "paper"
     judge_share: float = Field(0.5, ge=0, le=1)
     darken_factor: float = Field(0.25, ge=0, le=1)
@@ -256,7 +260,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _parse_value(text: str) -> Any:
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return text
 
 
@@ -286,9 +290,20 @@ def build_config(
     raw: dict[str, Any] = _merge({"preset": preset}, PRESETS[preset])
     if file is not None:
         try:
-            loaded = yaml.safe_load(Path(file).read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigurationError(f"cannot read config file {file}: {err}") from err
+            loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise ConfigurationError(
+                f"config file {file} is not UTF-8 text (byte {err.start}); save it as UTF-8 "
+                "YAML or JSON"
+            ) from err
+        except RecursionError as err:
+            raise ConfigurationError(
+                f"config file {file} is nested too deeply to read; a config is a flat mapping "
+                "of fields (see benchmarks/sku.py --help)"
+            ) from err
+        except (OSError, yaml.YAMLError, ValueError) as err:
+            detail = " ".join(str(err).split())
+            raise ConfigurationError(f"cannot read config file {file}: {detail}") from err
         if not isinstance(loaded, dict):
             raise ConfigurationError(f"config file {file} must hold a mapping of fields")
         raw = _merge(raw, loaded)

@@ -2,7 +2,8 @@
 
 ``embedcam._atomic`` writes through a temporary file in the destination folder, fsyncs it and
 renames it into place, and gives the result the permissions of any new file (``0o666 & ~umask``;
-``tempfile.mkstemp`` alone would leave it ``0600``).
+``tempfile.mkstemp`` alone would leave it ``0600``). ``atomic_outputs`` stages the files of one
+run and moves them into place together (all or nothing, ``results.json`` last).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from embedcam._atomic import atomic_outputs
 from embedcam._atomic import atomic_write_text as _library_write_text
 
-__all__ = ["atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_outputs", "atomic_write_json", "atomic_write_text"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -27,6 +27,31 @@ PAPER_TABLE1 = [
 ]
 
 
+def _lit(text: object) -> str:
+    r"""``text`` for the report's inline markup, shown as written: ``\``, ``*``, `` ` `` escaped.
+
+    Class, model, recipe and file names are data: a class named ``**x**`` must not turn bold.
+    """
+    return re.sub(r"([\\*`])", r"\\\1", str(text))
+
+
+def _cells(rows: list[list[str]]) -> list[list[str]]:
+    """Table cells as literal text, except the report's own markup cells (``**COLLAPSED**``)."""
+    return [[c if c in _MARKUP_CELLS else _lit(c) for c in r] for r in rows]
+
+
+def _escaped(table: tuple[list[str], list[list[str]]]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of a table builder as literal text (see :func:`_cells`)."""
+    headers, rows = table
+    return [_lit(h) for h in headers], _cells(rows)
+
+
+def _md_text(text: object) -> str:
+    """Plain text for a Markdown line written directly (``table1.md``'s headings)."""
+    out = re.sub(r"([\\*_`|~\[\]#])", r"\\\1", str(text))
+    return out.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
@@ -204,22 +229,31 @@ def table1_headers(seed_res: dict[str, Any]) -> list[str]:
     ]
 
 
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table whose cells and headers read as written (names are data)."""
+    return markdown_table([_lit(h) for h in headers], _cells(rows))
+
+
 def table1_markdown(results: dict[str, Any]) -> str:
     """Table 1 of every seed, the paired tests, and the paper's numbers, as Markdown."""
     parts = []
     for s in results["seeds"]:
         t = s["table1"]
         parts.append(
-            f"### Table 1, seed {s['seed']} ({t['n_hard']} hard images of {t['n_test']} test "
-            f"images; judge: {t['criterion']} on {t['recipe']} / {t['method']})\n"
+            "### "
+            + _md_text(
+                f"Table 1, seed {s['seed']} ({t['n_hard']} hard images of {t['n_test']} test "
+                f"images; judge: {t['criterion']} on {t['recipe']} / {t['method']})"
+            )
+            + "\n"
         )
-        parts.append(markdown_table(table1_headers(s), table1_rows(s)))
+        parts.append(_table(table1_headers(s), table1_rows(s)))
         if s.get("classification_paired"):
             parts.append("\nPaired comparisons of classification accuracy (every test image):\n")
-            parts.append(markdown_table(*pairwise_table(s, "classification_paired")))
+            parts.append(_table(*pairwise_table(s, "classification_paired")))
         if s.get("paired") and s["paired"]["pairwise"]:
             parts.append("\nPaired comparisons on the hard images (exact McNemar, Holm):\n")
-            parts.append(markdown_table(*pairwise_table(s)))
+            parts.append(_table(*pairwise_table(s)))
     parts.append("\n### The paper's Table 1 (185 hard images, judged by eye)\n")
     parts.append(markdown_table(TABLE1_HEADERS, [list(r) for r in PAPER_TABLE1]))
     return "\n".join(parts) + "\n"
@@ -495,6 +529,8 @@ def calibration_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[st
 
 #: Cells shown with rich markup instead of literally in the console tables.
 _RICH_CELLS = {COLLAPSED: "[bold red]collapsed[/]"}
+# cells that hold the report's own inline markup (every other cell is data, escaped)
+_MARKUP_CELLS = frozenset(_RICH_CELLS)
 
 
 def _rich(title: str, headers: list[str], rows: list[list[str]]) -> Table:
@@ -527,7 +563,7 @@ def print_report(results: dict[str, Any], console: Console) -> None:
             console.print(
                 _rich(
                     "Paired tests of classification accuracy (every test image)",
-                    *pairwise_table(s, "classification_paired"),
+                    *_escaped(pairwise_table(s, "classification_paired")),
                 )
             )
         if s.get("paired") and s["paired"]["pairwise"]:
@@ -894,24 +930,38 @@ def make_figures(
 def write_reports(
     results: dict[str, Any], figures: list[tuple[Path, str]], cfg: SkuConfig, data: Data, out: Path
 ) -> None:
-    """table1.md and a self-contained report.html (tables and figures)."""
+    """table1.md, report.md and a self-contained report.html (tables and figures).
+
+    Written all or nothing (joining the run's :func:`~skubench.io.atomic_outputs` block when
+    there is one): on any error the old files stay, complete. Every name from the data or the
+    config (classes, models, recipes, files) is shown as written, never as Markdown or HTML.
+    """
+    from .io import atomic_outputs
+
+    with atomic_outputs(out, exclude=("audits",)):
+        _write_reports(results, figures, cfg, data, out)
+
+
+def _write_reports(
+    results: dict[str, Any], figures: list[tuple[Path, str]], cfg: SkuConfig, data: Data, out: Path
+) -> None:
     from .io import atomic_write_text
 
     atomic_write_text(out / "table1.md", table1_markdown(results))
     rep = Report("embedcam SKU benchmark: the paper's Table 1, judged automatically")
     rep.add_paragraph(
-        f"Preset {cfg.preset}, seeds {cfg.seeds}, data: {data.source}. "
+        f"Preset {_lit(cfg.preset)}, seeds {cfg.seeds}, data: {_lit(data.source)}. "
         f"Wall time {results['timings']['total_s']:.0f} s."
     )
     rep.add_heading("Scaled down relative to the paper")
-    rep.add_list(results["scaled_down"])
+    rep.add_list([_lit(n) for n in results["scaled_down"]])
     skipped = skipped_steps(results)
     if skipped:
         rep.add_heading("Skipped steps")
         rep.add_paragraph("Analysis steps that could not run on this data:")
         rep.add_list(
             [
-                f"**{step}**: {reason}{_seeds_suffix(seeds, results)}"
+                f"**{_lit(step)}**: {_lit(reason)}{_seeds_suffix(seeds, results)}"
                 for step, reason, seeds in skipped
             ]
         )
@@ -919,31 +969,33 @@ def write_reports(
         t = s["table1"]
         rep.add_heading(f"Table 1, seed {s['seed']}")
         rep.add_table(
-            table1_headers(s),
-            table1_rows(s),
-            caption=f"{t['n_hard']} hard images of {t['n_test']}; judge {t['criterion']} on "
-            f"{t['recipe']}/{t['method']}",
+            [_lit(h) for h in table1_headers(s)],
+            _cells(table1_rows(s)),
+            caption=_lit(
+                f"{t['n_hard']} hard images of {t['n_test']}; judge {t['criterion']} on "
+                f"{t['recipe']}/{t['method']}"
+            ),
         )
         if s.get("classification_paired"):
             rep.add_table(
-                *pairwise_table(s, "classification_paired"),
+                *_escaped(pairwise_table(s, "classification_paired")),
                 caption="Classification accuracy on every test image: exact McNemar with Holm "
                 "correction, Newcombe's paired interval of the accuracy difference",
             )
         if s.get("paired") and s["paired"]["pairwise"]:
             rep.add_table(
-                *pairwise_table(s),
+                *_escaped(pairwise_table(s)),
                 caption="Class and features correct on the hard images: exact McNemar with "
                 "Holm correction",
             )
         rep.add_heading("Accuracy and background reliance", level=3)
-        rep.add_table(*models_table(s))
+        rep.add_table(*_escaped(models_table(s)))
         rep.add_heading("Training and embedding health", level=3)
-        rep.add_table(*training_table(s))
+        rep.add_table(*_escaped(training_table(s)))
         if bg_gap_table(s)[1]:
             rep.add_heading("Interventions and BG-gap per split", level=3)
             rep.add_table(
-                *bg_gap_table(s),
+                *_escaped(bg_gap_table(s)),
                 caption="accuracy after moving the object onto a same-class (Mixed-Same) or "
                 "random-class (Mixed-Rand) background, or removing it (Only-BG); BG-gap = "
                 "Mixed-Same - Mixed-Rand. Region 'box' moves box rectangles, 'mask' exact masks",
@@ -951,32 +1003,32 @@ def write_reports(
         if recipe_effects_table(s)[1]:
             rep.add_heading("Recipes against the box-area chance and the grid ceiling", level=3)
             rep.add_table(
-                *recipe_effects_table(s),
+                *_escaped(recipe_effects_table(s)),
                 caption="lift = energy in box - box area fraction (a uniform map's score), "
                 "paired bootstrap 95% interval; headroom = lift / (ceiling - chance)",
             )
         for name in collapsed_models(s):
-            rep.add_paragraph(f"**Warning: {_collapse_text(s, name)}.**")
+            rep.add_paragraph(f"**Warning: {_lit(_collapse_text(s, name))}.**")
         if s.get("shortcut_check"):
             chk = s["shortcut_check"]
             rep.add_paragraph(
                 "Shortcut check: "
-                + ("passed" if chk["ok"] else "FAILED: " + "; ".join(chk["problems"]))
+                + ("passed" if chk["ok"] else "FAILED: " + _lit("; ".join(chk["problems"])))
             )
         if s.get("separation"):
             rep.add_heading("Which recipe separates background-reliant models", level=3)
-            rep.add_table(*separation_table(s))
+            rep.add_table(*_escaped(separation_table(s)))
         if s.get("all_images"):
             rep.add_heading("Every test image", level=3)
-            rep.add_table(*all_images_table(s))
+            rep.add_table(*_escaped(all_images_table(s)))
         if s.get("calibration"):
             rep.add_heading("Judge calibration", level=3)
-            rep.add_table(*calibration_table(s))
+            rep.add_table(*_escaped(calibration_table(s)))
     if len(results["seeds"]) > 1:
         rep.add_heading("Across seeds")
-        rep.add_table(*summary_table(results))
+        rep.add_table(*_escaped(summary_table(results)))
     rep.add_heading("The paper's Table 1")
-    rep.add_table(TABLE1_HEADERS, [list(r) for r in PAPER_TABLE1])
+    rep.add_table(TABLE1_HEADERS, _cells([list(r) for r in PAPER_TABLE1]))
     rep.add_heading("Figures")
     if not figures:
         rep.add_paragraph(

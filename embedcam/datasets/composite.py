@@ -73,7 +73,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -84,6 +83,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from scipy import ndimage
 
+from embedcam._atomic import temporary_folder
 from embedcam.datasets._io import encode_image, is_image
 from embedcam.datasets._segmentation import mask_to_polygons
 from embedcam.datasets.index import SPLITS, DatasetIndex
@@ -1125,11 +1125,11 @@ def compose_export(
         "homes": {c: [plan.background_names[b] for b in plan.homes[c]] for c in plan.classes},
     }
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = temporary_folder(out_dir.parent, out_dir.name)
     try:
         _write_export(cfg, plan, table, tmp, marker, progress)
         if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            old = temporary_folder(out_dir.parent, out_dir.name + ".old")
             os.replace(out_dir, old / "export")
             os.replace(tmp, out_dir)
             shutil.rmtree(old, ignore_errors=True)

@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +44,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from scipy import ndimage
 
+from embedcam._atomic import temporary_folder
 from embedcam.datasets._io import encode_image
 from embedcam.datasets.index import SPLITS, DatasetIndex
 from embedcam.datasets.roboflow import load_roboflow
@@ -709,11 +709,11 @@ def generate_shelf(
                 + (", or pass if_exists='overwrite' or 'reuse'" if ours else "")
             )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temporary_folder(out.parent, out.name)
     try:
         _write_export(cfg, tmp)
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            old = temporary_folder(out.parent, out.name + ".old")
             os.replace(out, old / "export")
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)

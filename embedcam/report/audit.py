@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from embedcam._atomic import atomic_outputs
 from embedcam.report.document import Report
+from embedcam.report.document import _literal as lit
 from embedcam.report.figures import GridCell, image_grid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,7 +89,7 @@ def audit_report(result: AuditResult, folder: str | Path | None = None) -> Repor
     for r in result.recipes:
         rows.append(
             [
-                r.recipe.name.replace("/", " / "),
+                lit(r.recipe.name.replace("/", " / ")),
                 _num(r.mean_score),
                 _pct(r.empty_rate),
                 r.region or "-",
@@ -141,8 +143,8 @@ def audit_report(result: AuditResult, folder: str | Path | None = None) -> Repor
             ],
             [
                 [
-                    iv.split,
-                    iv.region,
+                    lit(iv.split),
+                    lit(iv.region),
                     str(iv.images),
                     _num(iv.accuracy),
                     *[
@@ -164,9 +166,9 @@ def audit_report(result: AuditResult, folder: str | Path | None = None) -> Repor
     skipped = list(result.skipped) + [s for iv in result.interventions for s in iv.skipped]
     if skipped:
         rep.add_heading("Skipped")
-        rep.add_table(["step", "why"], [[s.step, s.reason] for s in skipped])
+        rep.add_table(["step", "why"], [[lit(s.step), lit(s.reason)] for s in skipped])
     rep.add_heading("Versions")
-    rep.add_table(["package", "version"], [[k, v] for k, v in result.versions.items()])
+    rep.add_table(["package", "version"], [[lit(k), lit(v)] for k, v in result.versions.items()])
     return rep
 
 
@@ -179,20 +181,26 @@ def _judge_text(result: AuditResult) -> str:
 
 
 def write_audit_report(result: AuditResult, out: str | Path) -> None:
-    """Write ``report.md``, ``report.html`` and then ``results.json`` into ``out``.
+    """Write ``report.md``, ``report.html`` and ``results.json`` into ``out``, all or nothing.
 
-    ``results.json`` is written last: when it is present, the report beside it is complete.
+    The three files are staged and moved into place together, ``results.json`` last (see
+    ``embedcam._atomic.atomic_outputs``): on any error (a full disk) the old ones stay,
+    complete; when ``results.json`` is present, the report beside it is complete. Inside an
+    ``atomic_outputs`` block over ``out`` (the CLI's), they join that block's outputs.
 
     Args:
         result: The audit.
         out: The output folder (the figure, if any, must already be there).
+
+    Raises:
+        DataError: If the folder cannot be written (a full disk, no permission).
     """
     out = Path(out)
     rep = audit_report(result, out)
-    (out / "results.json").unlink(missing_ok=True)
-    rep.write_markdown(out / "report.md")
-    rep.write_html(out / "report.html")
-    result.save_json(out / "results.json")
+    with atomic_outputs(out, exclude=("records",)):
+        rep.write_markdown(out / "report.md")
+        rep.write_html(out / "report.html")
+        result.save_json(out / "results.json")
 
 
 def _spread(positions: list[int], labels: list[int], n: int) -> list[int]:
@@ -327,13 +335,13 @@ def comparison_report(comparison: Comparison) -> Report:
     rep = Report("embedcam comparison")
     rep.add_paragraph(
         f"{len(comparison.hard_images)} hard images (misclassified by at least one model); "
-        f"features judged with recipe {comparison.recipe}."
+        f"features judged with recipe {lit(comparison.recipe)}."
     )
     rep.add_table(
         ["model", "macro F1", "errors", "class correct on hard", "class + features on hard"],
         [
             [
-                r.name,
+                lit(r.name),
                 f"{r.macro_f1:.3f}",
                 str(r.errors),
                 str(r.class_correct_hard),
@@ -357,8 +365,8 @@ def comparison_report(comparison: Comparison) -> Report:
             ],
             [
                 [
-                    p.a,
-                    p.b,
+                    lit(p.a),
+                    lit(p.b),
                     str(p.only_a),
                     str(p.only_b),
                     _num(p.p_value, ".3g"),

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedcam._atomic import atomic_write_bytes
+from embedcam._atomic import atomic_write_bytes, staged_path
 from embedcam.errors import ConfigurationError, DataError, EmbedcamValueError, ShapeError
 
 __all__ = ["markdown_table", "Report"]
@@ -96,9 +96,9 @@ def _check_rows(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> lis
 
 
 def _md_cell(text: object) -> str:
-    """Escape one cell for a GitHub Markdown table: pipes escaped, newlines as ``<br>``."""
-    s = str(text).replace("|", "\\|")
-    return s.replace("\r\n", "\n").replace("\n", "<br>")
+    """One cell of a GitHub Markdown table: inline text escaped, newlines as ``<br>``."""
+    lines = str(text).replace("\r\n", "\n").split("\n")
+    return "<br>".join(_md_inline(line, table=True) for line in lines)
 
 
 def markdown_table(
@@ -109,7 +109,9 @@ def markdown_table(
     r"""Format a GitHub-Markdown table.
 
     Cells are written with ``str()`` (format floats before passing them), ``|`` becomes ``\|`` and
-    a newline becomes ``<br>`` so a cell never breaks the table. The result ends with a newline.
+    a newline becomes ``<br>`` so a cell never breaks the table; cells are text with the inline
+    markup of :class:`Report` (``**bold**``, `` `code` ``), everything else (HTML tags, ``*``,
+    ``_``) is escaped to read as written. The result ends with a newline.
 
     Args:
         headers: Column names, ``C`` of them.
@@ -141,10 +143,101 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
-_CODE_SPAN = re.compile(r"(`[^`]+`)")
+# inline markup: `code` and **bold**; a backslash before ASCII punctuation makes it literal
+_CODE_SPAN = re.compile(r"(?<!\\)(`[^`]+`)")
 # a Markdown list item: "- ", "* " or "+ " (bullets) or "1. " / "1) " (numbered)
 _LIST_ITEM = re.compile(r"^\s{0,3}(?:([-*+])|(\d{1,9})[.)])\s+(\S.*)$")
-_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_BOLD = re.compile(r"(?<!\\)\*\*(.+?)(?<!\\)\*\*")
+_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+# "<" that would open an HTML tag, comment or autolink; "&" that would start an entity
+_HTML_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+
+
+def _split_escapes(text: str) -> list[tuple[str, bool]]:
+    r"""``text`` as ``(char, escaped)`` pairs: ``\X`` (X ASCII punctuation) is a literal X."""
+    out: list[tuple[str, bool]] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text) and text[i + 1] in _PUNCT:
+            out.append((text[i + 1], True))
+            i += 2
+        else:
+            out.append((c, False))
+            i += 1
+    return out
+
+
+def _unescape(text: str) -> str:
+    r"""Plain text with the backslash escapes resolved (``\*`` -> ``*``)."""
+    return "".join(c for c, _ in _split_escapes(text))
+
+
+def _md_escape(text: str, *, keep_escapes: bool = True) -> str:
+    r"""Plain text as Markdown that renders as that text: no HTML, emphasis, links or tables.
+
+    ``<`` opening a tag and ``&`` starting an entity become character references; ``*``, ``_``
+    (outside a word), ``~``, ``|``, `` ` ``, ``\``, a ``]`` before ``(`` or ``[`` and a ``#``
+    or ``>`` that starts the text are backslash-escaped. With ``keep_escapes`` the input's own
+    backslash escapes are kept (they are markup); without, every backslash is literal.
+    """
+    pairs = _split_escapes(text) if keep_escapes else [(c, False) for c in text]
+    chars = [c for c, _ in pairs]
+    out: list[str] = []
+    for i, (c, escaped) in enumerate(pairs):
+        prev = chars[i - 1] if i else ""
+        nxt = chars[i + 1] if i + 1 < len(chars) else ""
+        if c == "<" and _HTML_OPEN.match("<" + nxt):
+            out.append("&lt;")
+        elif c == "&" and _ENTITY.match("".join(chars[i : i + 40])):
+            out.append("&amp;")
+        elif escaped or c in "*~|`\\":
+            out.append("\\" + c)
+        elif c == "_" and not (prev.isalnum() and nxt.isalnum()):
+            out.append("\\_")
+        elif c == "]" and nxt in "([" and nxt:
+            out.append("\\]")
+        elif c in "#>" and not "".join(chars[:i]).strip():
+            out.append("\\" + c)
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _literal(text: object) -> str:
+    r"""Escape ``text`` for a :class:`Report`'s inline markup: it is shown exactly as written.
+
+    A backslash goes before every ``\``, ``*`` and `` ` ``, so that a name like ``**x**`` or
+    ``a`b`` is neither bold nor code; insert names, paths and other user text with it.
+
+    Args:
+        text: Any text (``str()`` of other objects).
+
+    Returns:
+        The escaped text.
+
+    Examples:
+        >>> _literal("**x**")
+        '\\*\\*x\\*\\*'
+    """
+    return re.sub(r"([\\*`])", r"\\\1", str(text))
+
+
+def _md_inline(text: str, *, table: bool = False) -> str:
+    """Paragraph text as Markdown: `` `code` `` and ``**bold**`` kept, everything else escaped."""
+    parts = []
+    for i, piece in enumerate(_CODE_SPAN.split(text)):
+        if i % 2 == 1:
+            parts.append(piece.replace("|", "\\|") if table else piece)
+            continue
+        pos = 0
+        for m in _BOLD.finditer(piece):
+            parts.append(_md_escape(piece[pos : m.start()]))
+            parts.append(f"**{_md_escape(m.group(1))}**")
+            pos = m.end()
+        parts.append(_md_escape(piece[pos:]))
+    return "".join(parts)
 
 
 def _inline_html(text: str) -> str:
@@ -153,8 +246,13 @@ def _inline_html(text: str) -> str:
     for i, piece in enumerate(_CODE_SPAN.split(text)):
         if i % 2 == 1:
             parts.append(f"<code>{html.escape(piece[1:-1])}</code>")
-        else:
-            parts.append(_BOLD.sub(r"<strong>\1</strong>", html.escape(piece)))
+            continue
+        pos = 0
+        for m in _BOLD.finditer(piece):
+            parts.append(html.escape(_unescape(piece[pos : m.start()])))
+            parts.append(f"<strong>{html.escape(_unescape(m.group(1)))}</strong>")
+            pos = m.end()
+        parts.append(html.escape(_unescape(piece[pos:])))
     return "".join(parts)
 
 
@@ -194,7 +292,7 @@ def _image_mime(data: bytes, path: Path) -> str:
 
 def _read_figure(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return staged_path(path).read_bytes()
     except FileNotFoundError as err:
         raise DataError(
             f"figure file {str(path)!r} does not exist (any more); write it before the report"
@@ -263,13 +361,17 @@ pre code { background: none; padding: 0; }
 
 
 class Report:
-    """A document builder: headings, paragraphs, lists, tables, figures and preformatted text.
+    r"""A document builder: headings, paragraphs, lists, tables, figures and preformatted text.
 
     Blocks are kept in the order they are added and written by :meth:`write_markdown` (tables as
     GitHub Markdown, figures as relative links) or :meth:`write_html` (one self-contained file:
     inline CSS, figures embedded as base64 ``data:`` URIs, no scripts, fonts or external links).
     The report title is the level-1 heading and the HTML ``<title>``. Paragraph text is plain text
-    (HTML-escaped) with two bits of inline markup: ``**bold**`` and `` `code` ``. A list is added
+    (HTML-escaped) with two bits of inline markup: ``**bold**`` and `` `code` ``; a backslash
+    before ASCII punctuation makes it literal (``\*\*x\*\*`` is ``**x**``, not bold). In the
+    Markdown everything else is escaped so that it reads as written (``<tag>``, ``*x*``, ``a|b``,
+    ``[a](b)`` are no HTML, emphasis, table cell or link); headings and the title are literal text
+    without markup. A list is added
     with :meth:`add_list`; a paragraph written as a Markdown list (``"- a"``, ``"1. a"``, one item
     per line) is rendered as one too, and consecutive list items of the same kind form one list
     (``<ul>``/``<ol>`` in HTML, a tight list in Markdown).
@@ -421,7 +523,7 @@ class Report:
             DataError: If the file does not exist (the message names it).
         """
         p = Path(path).resolve()
-        if not p.is_file():
+        if not staged_path(p).is_file():
             raise DataError(
                 f"figure file {str(path)!r} does not exist; write it (e.g. with image_grid) "
                 "before adding it to the report"
@@ -446,24 +548,25 @@ class Report:
             The Markdown text.
         """
         base = Path(base_dir).resolve()
-        out = [f"# {' '.join(self.title.split())}"]
+        out = [f"# {_md_escape(' '.join(self.title.split()), keep_escapes=False)}"]
         for block in self._merged_blocks():
             if isinstance(block, _Heading):
-                out.append(f"{'#' * block.level} {block.text}")
+                out.append(f"{'#' * block.level} {_md_escape(block.text, keep_escapes=False)}")
             elif isinstance(block, _Paragraph):
-                out.append(" ".join(block.text.split()))
+                out.append(_md_inline(" ".join(block.text.split())))
             elif isinstance(block, _List):
                 if not block.items:
                     continue
                 out.append(
                     "\n".join(
-                        (f"{block.start + k}. " if block.ordered else "- ") + item
+                        (f"{block.start + k}. " if block.ordered else "- ") + _md_inline(item)
                         for k, item in enumerate(block.items)
                     )
                 )
             elif isinstance(block, _Table):
                 table = markdown_table(block.headers, block.rows, block.align).rstrip("\n")
-                out.append(f"**{block.caption}**\n\n{table}" if block.caption else table)
+                caption = _md_inline(" ".join(block.caption.split())) if block.caption else ""
+                out.append(f"**{caption}**\n\n{table}" if caption else table)
             elif isinstance(block, _Figure):
                 out.append(self._markdown_figure(block, base))
             else:
@@ -479,10 +582,14 @@ class Report:
         except ValueError:  # another drive on Windows: no relative path exists
             target = block.path.as_uri()
         link = urllib.parse.quote(target, safe="/:.-_~")
-        alt = (block.caption or block.path.stem).replace("[", "(").replace("]", ")")
-        alt = " ".join(alt.split())
+        alt = _unescape(block.caption) if block.caption else block.path.stem
+        alt = _md_escape(
+            " ".join(alt.replace("[", "(").replace("]", ")").split()), keep_escapes=False
+        )
         text = f"![{alt}]({link})"
-        return f"{text}\n\n*{' '.join(block.caption.split())}*" if block.caption else text
+        return (
+            f"{text}\n\n*{_md_inline(' '.join(block.caption.split()))}*" if block.caption else text
+        )
 
     def to_html(self) -> str:
         """Render the report as one self-contained HTML document (figures embedded).
@@ -513,7 +620,7 @@ class Report:
                 data = _read_figure(block.path)
                 mime = _image_mime(data, block.path)
                 payload = base64.b64encode(data).decode("ascii")
-                alt = esc(block.caption or block.path.stem)
+                alt = esc(_unescape(block.caption) if block.caption else block.path.stem)
                 cap = (
                     f"\n<figcaption>{_inline_html(block.caption)}</figcaption>"
                     if block.caption
@@ -572,7 +679,7 @@ class Report:
         """
         path = Path(path)
         for block in self._blocks:
-            if isinstance(block, _Figure) and not block.path.is_file():
+            if isinstance(block, _Figure) and not staged_path(block.path).is_file():
                 raise DataError(
                     f"figure file {str(block.path)!r} does not exist any more; the Markdown "
                     "would link to nothing - rewrite the figure first"

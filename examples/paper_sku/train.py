@@ -203,11 +203,21 @@ class TrainConfig(BaseModel):
         path = Path(path)
         if not path.is_file():
             raise DataError(f"config file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
         try:
+            text = path.read_text(encoding="utf-8")
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as err:
-            raise DataError(f"config file {path} is not valid YAML/JSON: {err}") from err
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
+            ) from err
+        except RecursionError as err:
+            raise DataError(
+                f"config file {path} is nested too deeply; a TrainConfig is a flat mapping of "
+                "fields"
+            ) from err
+        except (OSError, json.JSONDecodeError, yaml.YAMLError) as err:
+            detail = " ".join(str(err).split())
+            raise DataError(f"config file {path} is not valid YAML/JSON: {detail}") from err
         if not isinstance(data, dict):
             raise DataError(f"config file {path} must hold a mapping of fields, got {data!r}")
         return cls(**data)
@@ -466,15 +476,69 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+    state = _torch_load(path, map_location, "checkpoint")
+    if not isinstance(state, dict):
         raise DataError(
-            f"checkpoint {path} could not be read ({err}); delete it to restart"
-        ) from err
-    if not isinstance(state, dict) or not {"epoch", "config", "model"} <= set(state):
-        raise DataError(f"{path} is not a paper_sku training checkpoint")
+            f"{path} is not a paper_sku training checkpoint (it holds a {type(state).__name__}, "
+            "not a dict); delete it to restart"
+        )
+    missing = sorted({"epoch", "config", "model"} - set(state))
+    if missing:
+        raise DataError(
+            f"{path} is not a paper_sku training checkpoint: the keys {missing} are missing; "
+            "delete it to restart"
+        )
+    _check_checkpoint(state, path)
     return state
+
+
+def _torch_load(path: Path, map_location: str | torch.device, what: str) -> Any:
+    """``torch.load(weights_only=True)`` with a message that says what is wrong with the file."""
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if not head:
+        raise DataError(
+            f"{what} {path} could not be read: it is empty (0 bytes), truncated or its save was "
+            "interrupted; delete it to restart"
+        )
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        raise DataError(
+            f"{what} {path} could not be read: it is not a file written by torch.save (it "
+            f"begins with {head!r}); delete it to restart"
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise DataError(
+            f"{what} {path} could not be read: it is truncated or corrupt ({detail}); delete it "
+            "to restart"
+        ) from err
+
+
+def _check_checkpoint(state: Mapping[str, Any], path: Path) -> None:
+    """Types and ranges of a checkpoint's fields; a bad one is named with the fix."""
+
+    def bad(what: str) -> DataError:
+        return DataError(f"checkpoint {path} is damaged: {what}; delete it to restart")
+
+    epoch, config = state["epoch"], state["config"]
+    if not isinstance(config, dict):
+        raise bad(f"'config' is a {type(config).__name__}, not a dict")
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        raise bad(f"'epoch' is {epoch!r}, not an integer")
+    epochs = config.get("epochs")
+    top = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
+    if epoch < 0 or (top is not None and epoch > top):
+        allowed = f"0 to {top}" if top is not None else ">= 0"
+        raise bad(f"it claims epoch {epoch} but its config allows {allowed}")
+    model = state["model"]
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise bad("'model' is not a state dict of tensors")
+    history = state.get("history")
+    if history is not None and (not isinstance(history, list) or len(history) != epoch):
+        n = len(history) if isinstance(history, list) else type(history).__name__
+        raise bad(f"its history has {n} epochs but it claims epoch {epoch}")
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> PaperCNN:
@@ -500,12 +564,35 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Pa
     config = TrainConfig(**state["config"])
     model = build_model(config).to(map_location)
     weights = state["model"]
-    history = [EpochStats(**h) for h in state.get("history", [])]
+    history = _history(state, path)
     best, _ = _plateau(history, config)
     if config.patience is not None and history and best != len(history):
         weights = _load_best(path.with_name(BEST_NAME), best)
-    model.load_state_dict(weights)
+    _load_weights(model, weights, path)
     return model.eval()
+
+
+def _history(state: Mapping[str, Any], path: Path) -> list[EpochStats]:
+    try:
+        return [EpochStats(**h) for h in state.get("history", [])]
+    except (TypeError, ValueError) as err:
+        detail = " ".join(str(err).split())[:200]
+        raise DataError(
+            f"checkpoint {path} is damaged: its history is not a list of epoch records "
+            f"({detail}); delete it to restart"
+        ) from err
+
+
+def _load_weights(model: nn.Module, weights: Mapping[str, Any], path: Path) -> None:
+    """``load_state_dict`` with a DataError naming the file when the weights do not fit."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, KeyError) as err:
+        detail = " ".join(str(err).split())[:300]
+        raise DataError(
+            f"checkpoint {path} does not fit the model its config describes (another "
+            f"architecture, or a damaged file): {detail}; delete it to restart"
+        ) from err
 
 
 def _check_resumable(saved: Mapping[str, Any], config: TrainConfig, path: Path) -> None:
@@ -642,12 +729,31 @@ def train(
         # RNG states must stay CPU tensors; load_state_dict moves weights to the device.
         state = load_checkpoint(path, map_location="cpu")
         _check_resumable(state["config"], config, path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history = [EpochStats(**h) for h in state["history"]]
-        sampler.load_state_dict(state["sampler"])
-        _set_rng_state(state["rng"], device)
+        missing = sorted({"optimizer", "history", "sampler", "rng"} - set(state))
+        if missing:
+            raise DataError(
+                f"checkpoint {path} cannot be resumed: the keys {missing} are missing; delete "
+                "it or pass resume=False to start over"
+            )
         start = int(state["epoch"])
+        if start > config.epochs:
+            raise DataError(
+                f"checkpoint {path} claims {start} trained epochs, more than the configured "
+                f"epochs={config.epochs}; raise epochs to at least {start}, or pass "
+                "resume=False (or delete the checkpoint) to start over"
+            )
+        _load_weights(model, state["model"], path)
+        history = _history(state, path)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            sampler.load_state_dict(state["sampler"])
+            _set_rng_state(state["rng"], device)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            detail = " ".join(str(err).split())[:200] or type(err).__name__
+            raise DataError(
+                f"checkpoint {path} cannot be resumed: its optimizer, sampler or RNG state is "
+                f"damaged ({detail}); delete it or pass resume=False to start over"
+            ) from err
 
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate, num_workers=0)
     progress = Progress(
@@ -801,10 +907,7 @@ def _load_best(path: Path | None, epoch: int) -> dict[str, torch.Tensor]:
             f"the best epoch ({epoch}) was trained by an earlier run but its weights "
             f"({path}) are missing; delete the checkpoint folder to train again"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise DataError(f"{path} could not be read ({err}); delete it to train again") from err
+    state = _torch_load(path, "cpu", "best-epoch weights")
     if not isinstance(state, dict) or state.get("epoch") != epoch or "model" not in state:
         raise DataError(
             f"{path} does not hold the best epoch {epoch} of this run; delete the checkpoint "
