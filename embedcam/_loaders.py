@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Subset
 
-from embedcam._checks import as_label_tensor
+from embedcam._checks import all_finite, as_label_tensor
 from embedcam.errors import ConfigurationError, DataError, ShapeError
 
 
@@ -145,11 +145,9 @@ def _tensor(x: Any, step: int, what: str) -> Tensor:
 
 def _check_finite(x: Tensor, step: int, what: str, dim: int | None = None) -> None:
     """Raise a `DataError` naming the batch positions that hold NaN or infinity."""
-    if not x.dtype.is_floating_point:
+    if all_finite(x):
         return
     bad = ~torch.isfinite(x)
-    if not bool(bad.any()):
-        return
     where = ""
     if dim == 0 and x.dim() > 0:
         rows = bad.reshape(x.shape[0], -1).any(dim=1).nonzero().flatten().tolist()

@@ -33,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from embedcam._atomic import atomic_torch_save
-from embedcam._checks import as_label_tensor, embed, model_device
+from embedcam._checks import all_finite, as_label_tensor, embed, model_device
 from embedcam.errors import ConfigurationError, DataError, EmbedcamValueError, ShapeError
 
 __all__ = ["ClassCentroids"]
@@ -171,7 +171,7 @@ class ClassCentroids:
                             f"batch {step}: {emb.shape[0]} embeddings but {labels.shape[0]} "
                             "labels; the loader must yield one label per image"
                         )
-                    if not bool(torch.isfinite(emb).all()):
+                    if not all_finite(emb):
                         raise EmbedcamValueError(
                             f"batch {step}: the model produced NaN or infinite embeddings; check "
                             "the input normalisation and the weights"

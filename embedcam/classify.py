@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from embedcam._checks import all_finite
 from embedcam.errors import EmbedcamValueError, ShapeError
 
 __all__ = ["knn_predict", "nearest_centroid_predict", "KnnEvaluation", "evaluate"]
@@ -46,7 +47,7 @@ def _check_matrix(name: str, x: torch.Tensor) -> None:
         raise ShapeError(f"{name} must be a (N, D) tensor, got {shape}")
     if not x.is_floating_point():
         raise EmbedcamValueError(f"{name} must be a float tensor, got {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise EmbedcamValueError(f"{name} contains NaN or inf; check the model that produced it")
     # a zero row is one without a non-zero entry: the float32 norm of a tiny (1e-30) row
     # underflows to 0 although its direction, and so its cosine, is well defined

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from embedcam import _dist
-from embedcam._checks import check_float_images, floating_dtype, model_device
+from embedcam._checks import all_finite, check_float_images, floating_dtype, model_device
 from embedcam._checks import embed as pick_embedding
 from embedcam._loaders import (
     Batch,
@@ -93,7 +93,7 @@ def embed_batches(
                     emb = pick_embedding(model(images), embedding_fn)
                     if emb.shape[0] != len(batch):
                         raise DataError(f"batch {step}: {emb.shape[0]} embeddings for {len(batch)}")
-                    if not bool(torch.isfinite(emb).all()):
+                    if not all_finite(emb):
                         raise EmbedcamValueError(
                             f"batch {step}: the model produced NaN or infinite embeddings; check "
                             "the input normalisation and the weights"

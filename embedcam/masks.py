@@ -27,6 +27,7 @@ import torch
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from embedcam._checks import all_finite
 from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
 
 __all__ = [
@@ -80,12 +81,7 @@ def check_maps(maps: torch.Tensor, name: str = "maps") -> torch.Tensor:
     return maps
 
 
-def _all_finite(x: torch.Tensor) -> bool:
-    """Whether a floating tensor holds only finite values (True for integer or empty tensors)."""
-    if not x.is_floating_point() or x.numel() == 0:
-        return True
-    # min/max propagate NaN and expose +-inf, at a fraction of the cost of isfinite()
-    return all(math.isfinite(float(v)) for v in torch.aminmax(x))
+_all_finite = all_finite
 
 
 def _count_non_finite(x: torch.Tensor) -> str:

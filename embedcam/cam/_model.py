@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from embedcam._checks import (  # noqa: F401 (embed, model_device: used by the CAM modules)
+    all_finite,
     check_float_images,
     embed,
     floating_dtype,
@@ -177,9 +178,8 @@ def prepare_images(images: Any, model: nn.Module) -> Tensor:
     first = next(itertools.chain(model.parameters(), model.buffers()), None)
     device = first.device if first is not None else images.device  # a stateless model: keep
     out = images.detach().to(device=device, dtype=dtype, copy=True)
-    finite = torch.isfinite(out).flatten(1).all(dim=1)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten().tolist()
+    if not all_finite(out):
+        bad = (~torch.isfinite(out).flatten(1).all(dim=1)).nonzero().flatten().tolist()
         cast = "" if dtype == images.dtype else f" (after the cast to the model's {dtype})"
         raise EmbedcamValueError(
             f"images contain NaN or infinite values{cast} in image(s) {bad[:10]}; fix the "
