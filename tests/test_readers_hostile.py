@@ -492,6 +492,14 @@ def test_yolo_bad_numbers_name_the_line(tmp_path: Path, line: str, why: str) -> 
         load_roboflow(root)
 
 
+def test_yolo_images_sharing_a_label_file_are_refused(tmp_path: Path) -> None:
+    # a.jpg and a.png both matched labels/a.txt: one label file counted for two images.
+    root = yolo(tmp_path)
+    _img(root / "train" / "images" / "a.png")
+    with pytest.raises(DataError, match=r"a\.jpg' and .*a\.png' share the label file .*a\.txt"):
+        load_roboflow(root)
+
+
 # -- 5. declared size vs actual size --------------------------------------------------------------
 
 

@@ -808,7 +808,17 @@ def _read_yolo(ctx: _Ctx) -> tuple[list[_Raw], list[str], dict[str, Any]]:
         ctx.inside(img_dir, f"the images folder {str(img_dir)!r}")
         if lbl_dir.is_dir():
             ctx.inside(lbl_dir, f"the labels folder {str(lbl_dir)!r}")
-        for f in sorted(p for p in img_dir.iterdir() if p.is_file() and is_image(p)):
+        images = sorted(p for p in img_dir.iterdir() if p.is_file() and is_image(p))
+        by_stem: dict[str, Path] = {}
+        for f in images:
+            if f.stem in by_stem:  # a.jpg and a.png would both read labels/a.txt
+                raise DataError(
+                    f"{str(by_stem[f.stem])!r} and {str(f)!r} share the label file "
+                    f"{str(lbl_dir / (f.stem + '.txt'))!r}; YOLO labels are matched by file name "
+                    "without extension, so rename one image (and give it its own label file)"
+                )
+            by_stem[f.stem] = f
+        for f in images:
             if not ctx.inside_or_skip(f, f"the image {str(f)!r}"):
                 continue
             label_file = lbl_dir / f"{f.stem}.txt"
