@@ -64,16 +64,7 @@ def parse_batch(batch: Any, step: int) -> Batch:
         images, labels = batch[0], batch[1]
         boxes = masks = refs = index = ids = None
         if len(batch) == 3:
-            extra = batch[2]
-            if isinstance(extra, Tensor) and extra.dtype == torch.bool and extra.dim() == 3:
-                masks = extra
-            elif isinstance(extra, (list, tuple)):
-                boxes = list(extra)
-            else:
-                raise DataError(
-                    f"batch {step}: the third element must be a list of (K, 4) box tensors or "
-                    f"a (B, H, W) bool mask tensor, got {type(extra).__name__}"
-                )
+            boxes, masks = _third_element(batch[2], images, step)
     else:
         raise DataError(f"batch {step}: got {type(batch).__name__}; batches may be {_FORMS}")
     if not isinstance(images, Tensor) or images.dim() != 4:
@@ -128,6 +119,33 @@ def parse_batch(batch: Any, step: int) -> Batch:
 
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _third_element(extra: Any, images: Any, step: int) -> tuple[list[Any] | None, Any]:
+    """``(boxes, masks)`` from the third element of a tuple batch.
+
+    A list or tuple holds one box tensor per image; a tensor is masks when its last two sizes are
+    the images' ``(H, W)`` and a ``(B, K, 4)`` box tensor when its last size is 4 (checked in
+    that order, so a 4-pixel-wide mask is still a mask).
+    """
+    if isinstance(extra, (list, tuple)):
+        return list(extra), None
+    if isinstance(extra, Tensor) and isinstance(images, Tensor) and images.dim() == 4:
+        if extra.dim() == 3 and tuple(extra.shape[1:]) == tuple(images.shape[-2:]):
+            return None, extra
+        if extra.dim() == 3 and extra.shape[-1] == 4:
+            return list(extra.unbind(0)), None
+    what = (
+        f"a {extra.dtype} tensor of shape {tuple(extra.shape)}"
+        if isinstance(extra, Tensor)
+        else type(extra).__name__
+    )
+    size = tuple(images.shape[-2:]) if isinstance(images, Tensor) else "(H, W)"
+    raise DataError(
+        f"batch {step}: the third element must be boxes (a list of (K, 4) xyxy tensors, one per "
+        f"image, or a (B, K, 4) tensor) or masks (a (B, H, W) tensor with (H, W) = {size}, bool "
+        f"or 0/1), got {what}; drop class or score columns from boxes"
+    )
 
 
 def _tensor(x: Any, step: int, what: str) -> Tensor:

@@ -519,7 +519,23 @@ def _collect_images(inputs: Sequence[str], out: Path) -> list[Path]:
     out = out.resolve()
     for item in inputs:
         p = Path(item)
+        if p.is_dir() and (p.resolve() == out or p.resolve().is_relative_to(out)):
+            raise ConfigurationError(
+                f"--out {str(out)!r} is the input folder {item!r} or holds it, so the maps "
+                "would be written among the images (and earlier outputs taken for inputs); pass "
+                "an --out folder outside the inputs, e.g. a sibling folder"
+            )
         if p.is_dir():
+            broken = [
+                f
+                for f in p.rglob("*")
+                if f.is_symlink() and not f.exists() and f.suffix.lower() in IMAGE_SUFFIXES
+            ]
+            if broken:
+                raise DataError(
+                    f"{str(broken[0])!r} in the input folder {item!r} is a broken symlink (its "
+                    f"target is missing or a loop; {len(broken)} such file(s)); fix or remove it"
+                )
             files = sorted(
                 f
                 for f in p.rglob("*")

@@ -272,28 +272,51 @@ def _item_digest(h: Any, item: Any) -> None:
         h.update(repr(item).encode())
 
 
-def _data_digest(loader: Iterable[Any], paths: list[str] | None, n_total: int | None) -> str | None:
-    """What the records depend on beyond the paths: file sizes and times, and the first item.
+def _file_digest(path: str) -> str:
+    """blake2b of a file's bytes; ``"missing"`` when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+    except OSError:
+        return "missing"
 
-    The image files' sizes and modification times catch an export regenerated in place under
-    the same names; the first item as the loader's dataset returns it (after its transform)
-    catches a changed transform (size, normalisation) and non-file datasets.
+
+def _data_digest(
+    loader: Iterable[Any], paths: list[str] | None, n_total: int | None
+) -> tuple[str | None, dict[str, str] | None]:
+    """What the records depend on beyond the paths: the files' bytes and the first item.
+
+    Returns the digest for the resume key and, for datasets of files, one digest per file (kept
+    in the manifest to name the files that changed). Hashing the bytes, not sizes and times,
+    also catches a same-size edit whose modification time was restored (``cp -p``, ``rsync
+    -a``); it reads each file once, which costs far less than decoding it (2,640 Grocery Store
+    photos, 42 MB: 0.4 s). The first item as the loader's dataset returns it (after its
+    transform) catches a changed transform (size, normalisation) and non-file datasets.
     """
     h = hashlib.blake2b(digest_size=16)
+    files: dict[str, str] | None = None
     if paths is not None:
+        files = {path: _file_digest(path) for path in paths}
         for path in paths:
-            try:
-                st = os.stat(path)
-            except OSError:
-                h.update(b"missing")
-                continue
-            h.update(f"{st.st_size}:{st.st_mtime_ns};".encode())
+            h.update(f"{files[path]};".encode())
     if n_total:
         dataset = loader.dataset  # type: ignore[attr-defined]
         _item_digest(h, dataset[0])
     elif paths is None:
-        return None
-    return h.hexdigest()
+        return None, None
+    return h.hexdigest(), files
+
+
+def _changed_files(old: Any, new: dict[str, str] | None) -> str:
+    """`` (first changed files: 'a.jpg', 'b.jpg')`` from two manifests' file digests."""
+    if not isinstance(old, dict) or new is None:
+        return ""
+    changed = [p for p, d in new.items() if old.get(p) != d]
+    if not changed:
+        return " (the files are unchanged: the dataset's first item differs)"
+    shown = ", ".join(repr(p) for p in changed[:3])
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    return f" (changed files: {shown}{more})"
 
 
 def _tensor_digest(t: Tensor | None) -> str | None:
@@ -591,7 +614,9 @@ def _as_recipes(recipes: Recipe | Sequence[Recipe]) -> list[Recipe]:
     return out
 
 
-def _prepare_out(out: Path, key: dict[str, Any], overwrite: bool) -> str | DataError | None:
+def _prepare_out(
+    out: Path, key: dict[str, Any], overwrite: bool, files: dict[str, str] | None = None
+) -> str | DataError | None:
     """Create or check the manifest on rank 0; return an error (message) or None."""
     manifest = out / "_manifest.json"
     if out.exists() and not out.is_dir():
@@ -621,7 +646,7 @@ def _prepare_out(out: Path, key: dict[str, Any], overwrite: bool) -> str | DataE
                 hint = (
                     " ('data': the image files or the dataset's first item differ, so the "
                     "export changed in place or the dataset's transform is random; explain with "
-                    "a deterministic transform)"
+                    f"a deterministic transform){_changed_files(old.get('files'), files)}"
                     if "data" in changed
                     else ""
                 )
@@ -637,7 +662,9 @@ def _prepare_out(out: Path, key: dict[str, Any], overwrite: bool) -> str | DataE
     remove_stale_temporaries(out)  # part files half-written by a killed run, not a live one's
     atomic_write_text(
         manifest,
-        json.dumps({"schema": RECORDS_SCHEMA, "key": key, "complete": False}, indent=2),
+        json.dumps(
+            {"schema": RECORDS_SCHEMA, "key": key, "complete": False, "files": files}, indent=2
+        ),
     )
     return None
 
@@ -773,14 +800,18 @@ def explain_dataset(
         "paths": hashlib.blake2b("\n".join(paths).encode(), digest_size=16).hexdigest()
         if paths is not None
         else None,
-        "data": _data_digest(loader, paths, n_total),
+        "data": None,
         "batch_size": batch_size,
         "part_size": part_size,
     }
     out_path = Path(out) if out is not None else None
     done: set[int] = set()
+    files: dict[str, str] | None = None
     if out_path is not None:
-        problem = _prepare_out(out_path, key, overwrite) if rank == 0 else None
+        problem = None
+        if rank == 0:  # only rank 0 checks the manifest: only it reads the files
+            key["data"], files = _data_digest(loader, paths, n_total)
+            problem = _prepare_out(out_path, key, overwrite, files)
         problem = _dist.broadcast_object(problem)
         if isinstance(problem, DataError):
             raise problem
@@ -855,6 +886,7 @@ def explain_dataset(
                     "rows": rows,
                     "parts": len(parts),
                     "recipes": [r.name for r in recipe_list],
+                    "files": files,
                 },
                 indent=2,
             ),

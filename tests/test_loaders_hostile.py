@@ -113,3 +113,21 @@ def test_integer_images_are_refused() -> None:
 def test_label_errors_name_the_batch() -> None:
     with pytest.raises(EmbedcamValueError, match="batch 4: labels must be"):
         parse_batch((IMAGES, ["a", "b"]), 4)
+
+
+def test_tuple_masks_follow_the_same_rules_as_dict_masks() -> None:
+    m = torch.zeros(2, 8, 8, dtype=torch.uint8)
+    m[:, 2:4, 2:5] = 255
+    batch = parse_batch((IMAGES, LABELS, m), 0)
+    assert batch.boxes is None and int(batch.masks.sum()) == 12  # type: ignore[union-attr]
+    assert int(parse_batch((IMAGES, LABELS, (m > 0).float()), 0).masks.sum()) == 12  # type: ignore[union-attr]
+    with pytest.raises(DataError, match="must be binary"):
+        parse_batch((IMAGES, LABELS, torch.full((2, 8, 8), 0.3)), 0)
+
+
+def test_a_box_tensor_in_a_tuple_is_one_box_list_per_image() -> None:
+    boxes = torch.tensor([[[1.0, 1.0, 4.0, 4.0]], [[0.0, 0.0, 2.0, 3.0]]])  # (B, K, 4)
+    batch = parse_batch((IMAGES, LABELS, boxes), 0)
+    assert [b.tolist() for b in batch.boxes] == [[[1, 1, 4, 4]], [[0, 0, 2, 3]]]  # type: ignore[union-attr]
+    with pytest.raises(DataError, match=r"got a torch.float32 tensor of shape \(2, 1, 5\)"):
+        parse_batch((IMAGES, LABELS, torch.zeros(2, 1, 5)), 0)

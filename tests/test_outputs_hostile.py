@@ -376,3 +376,26 @@ def test_benchmark_results_json_is_moved_into_place_last(tmp_path):
         _write_benchmark(_results(), out)
     assert order[-1] == "results.json" and len(order) == 4
     assert json.loads((out / "results.json").read_text())["seeds"][0]["seed"] == 0
+
+
+def test_cli_explain_out_equal_to_the_input_folder_says_so(cli_work, tmp_path, capsys):
+    # It used to say "the folder ... holds no image files" about a folder of images.
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(cli_work["images"], photos)
+    args = _explain({**cli_work, "images": photos}, photos)
+    assert main(args) == 2
+    line = _one_error_line(capsys)
+    assert "is the input folder" in line and "holds no image files" not in line
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "b.png"]
+
+
+def test_cli_explain_reports_a_broken_symlink_among_the_inputs(cli_work, tmp_path, capsys):
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(cli_work["images"], photos)
+    (photos / "c.png").symlink_to(tmp_path / "gone.png")
+    assert main(_explain({**cli_work, "images": photos}, tmp_path / "out")) == 2
+    assert "c.png' in the input folder" in _one_error_line(capsys)

@@ -200,6 +200,33 @@ def test_symlinked_class_folder_outside_is_refused(tmp_path: Path) -> None:
         load_roboflow(root)
 
 
+@pytest.mark.parametrize("fmt", ["folder", "yolo", "voc"])
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_broken_image_symlinks_are_reported_not_dropped(
+    tmp_path: Path, fmt: str, kind: str
+) -> None:
+    # A dangling symlink or a loop is neither a file nor a folder: the listing dropped it and the
+    # export silently shrank.
+    root = {"folder": folder, "yolo": yolo, "voc": voc}[fmt](tmp_path / "export")
+    d = {"folder": root / "train" / "x", "yolo": root / "train" / "images", "voc": root / "train"}
+    link = d[fmt] / "gone.jpg"
+    link.symlink_to(tmp_path / "nowhere.jpg" if kind == "dangling" else link)
+    with pytest.raises(DataError, match=r"gone\.jpg' is a broken symlink"):
+        load_roboflow(root)
+    index = load_roboflow(root, skip_invalid=True)
+    assert [s.path.name for s in index.skipped] == ["gone.jpg"]
+    assert "skip_invalid" not in index.skipped[0].reason  # it was passed: no advice to pass it
+
+
+def test_outside_message_says_how_to_replace_a_symlink(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    _img(elsewhere / "secret.jpg")
+    root = folder(tmp_path / "export")
+    (root / "train" / "z").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(DataError, match=r"cp -rL"):
+        load_roboflow(root)
+
+
 def test_symlinked_split_folder_outside_is_refused(tmp_path: Path) -> None:
     other = coco(tmp_path / "other")
     root = coco(tmp_path / "export")

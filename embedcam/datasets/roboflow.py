@@ -84,6 +84,33 @@ def _short(value: Any) -> str:
     return _SHORT.repr(value)
 
 
+_SKIP_HINT = re.compile(r"(?:[,;]\s*)?(?:or\s+)?pass skip_invalid=True[^;)]*")
+
+
+def _skip_reason(reason: str) -> str:
+    """A skipped file's reason without the advice to pass ``skip_invalid=True`` (it was)."""
+    return _SKIP_HINT.sub("", reason).rstrip(" ,;")
+
+
+def _image_entries(ctx: _Ctx, folder: Path) -> list[Path]:
+    """The image files of ``folder``, sorted; a broken symlink named like an image is an error.
+
+    A dangling symlink or a symlink loop is neither a file nor a folder, so a plain
+    ``is_file()`` filter would drop it without a word and the export would silently shrink.
+    """
+    out: list[Path] = []
+    for p in sorted(folder.iterdir()):
+        if not is_image(p):
+            continue
+        if p.is_file():
+            out.append(p)
+        elif p.is_symlink():
+            ctx.bad(
+                p, f"the image {str(p)!r} is a broken symlink (its target is missing or a loop)"
+            )
+    return out
+
+
 def _inside(root: Path, path: Path, entry: str) -> Path:
     """Return ``path`` if it resolves inside ``root``, following symlinks; raise otherwise.
 
@@ -115,8 +142,9 @@ def _inside(root: Path, path: Path, entry: str) -> Path:
         raise DataError(
             f"{entry} resolves to {str(resolved)!r}, outside the export {str(root)!r}; an export "
             "may only name files inside its folder (no '..' steps, absolute paths or symlinks "
-            "that lead out of it): copy the file into the export and name it relative to its "
-            "split folder"
+            "that lead out of it): copy the file or folder into the export (a symlink is replaced "
+            "by a copy of what it points to with 'cp -rL'), or name it relative to its split "
+            "folder"
         )
     return path
 
@@ -172,7 +200,7 @@ class _Ctx:
     def bad(self, path: Path, reason: str) -> None:
         """Skip ``path`` (recording why) or raise, depending on ``skip_invalid``."""
         if self.skip_invalid:
-            self.skipped.append(SkippedFile(path=path, reason=reason))
+            self.skipped.append(SkippedFile(path=path, reason=_skip_reason(reason)))
             return
         raise DataError(f"{reason}; fix the export, or pass skip_invalid=True to skip such files")
 
@@ -201,7 +229,7 @@ class _Ctx:
             try:
                 return image_size(path, verify=self.verify_images)
             except DataError as err:
-                self.skipped.append(SkippedFile(path=path, reason=str(err)))
+                self.skipped.append(SkippedFile(path=path, reason=_skip_reason(str(err))))
                 return False
         return image_size(path, verify=self.verify_images)
 
@@ -286,7 +314,7 @@ def _read_folder(ctx: _Ctx) -> tuple[list[_Raw], list[str]]:
     for split, d in _split_dirs(ctx.root):
         for cdir in sorted(p for p in d.iterdir() if p.is_dir()):
             ctx.inside(cdir, f"the class folder {str(cdir)!r}")
-            for f in sorted(p for p in cdir.iterdir() if p.is_file() and is_image(p)):
+            for f in _image_entries(ctx, cdir):
                 if not ctx.inside_or_skip(f, f"the image {str(f)!r}"):
                     continue
                 size = ctx.size_of(f, needed=False)
@@ -808,7 +836,7 @@ def _read_yolo(ctx: _Ctx) -> tuple[list[_Raw], list[str], dict[str, Any]]:
         ctx.inside(img_dir, f"the images folder {str(img_dir)!r}")
         if lbl_dir.is_dir():
             ctx.inside(lbl_dir, f"the labels folder {str(lbl_dir)!r}")
-        images = sorted(p for p in img_dir.iterdir() if p.is_file() and is_image(p))
+        images = _image_entries(ctx, img_dir)
         by_stem: dict[str, Path] = {}
         for f in images:
             if f.stem in by_stem:  # a.jpg and a.png would both read labels/a.txt
@@ -833,7 +861,7 @@ def _read_yolo(ctx: _Ctx) -> tuple[list[_Raw], list[str], dict[str, Any]]:
             except DataError as err:
                 if not ctx.skip_invalid:
                     raise
-                ctx.skipped.append(SkippedFile(path=label_file, reason=str(err)))
+                ctx.skipped.append(SkippedFile(path=label_file, reason=_skip_reason(str(err))))
                 continue
             if not objects:
                 ctx.bad(f, f"{str(f)!r} has an empty label file {str(label_file)!r}")
@@ -862,7 +890,7 @@ def _read_voc(ctx: _Ctx) -> tuple[list[_Raw], list[str]]:
     annotated_by: dict[str, Path] = {}
     for split, d in _split_dirs(ctx.root):
         xml_stems = {p.stem for p in d.glob("*.xml")}
-        for f in sorted(p for p in d.iterdir() if p.is_file() and is_image(p)):
+        for f in _image_entries(ctx, d):
             if f.stem not in xml_stems:
                 ctx.bad(f, f"{str(f)!r} has no Pascal VOC annotation file {f.stem}.xml beside it")
         for xml_file in sorted(d.glob("*.xml")):
