@@ -6,22 +6,24 @@ Usage::
 
 Two measurements, both on CPU:
 
-1. **Throughput ratio.** Images per second of :func:`embedcam.explain_dataset` (one recipe:
-   centroid target, native Grad-CAM at the model's last conv block; records written as Parquet
-   part files to a fresh temporary folder, ``maps="none"``) divided by images per second of a
-   plain embedding pass (``with torch.inference_mode(): model(images)``) over the *same*
-   DataLoader: a synthetic shelf export (:func:`embedcam.datasets.generate_shelf`, JPEG files on
-   disk) read by :class:`embedcam.datasets.ImageDataset` with :func:`collate_boxes`, so every
-   image is decoded and resized and carries its boxes (the records then hold every box score
-   and the judge's verdict, the realistic case). Same dataset, batch size and workers for both;
-   the two passes are interleaved (alternating order) after one warm-up each, and the figure
-   is the median of the repeats. Models: the paper CNN (width 1.0, 128 x 128, batch 32,
-   ``features.block4.relu``) and a randomly initialised torchvision ResNet-50 with a 128-d head
-   (224 x 224, batch 16, ``layer4``). Also reported: the median of each repeat's paired ratio
-   and the ratio of CPU seconds. ``--profile`` adds a cProfile breakdown of one
-   ``explain_dataset`` call per model (where the time goes beyond the CAM itself) and a
-   per-batch timing of its steps, interleaved batch by batch (robust to load on a shared
-   machine).
+1. **Throughput ratio.** Images per second of
+   [`embedcam.explain_dataset`][embedcam.pipeline.explain_dataset] (one recipe: centroid target,
+   native Grad-CAM at the model's last conv block; records written as Parquet part files to a fresh
+   temporary folder, ``maps="none"``) divided by images per second of a plain embedding pass
+   (``with torch.inference_mode(): model(images)``) over the *same* DataLoader: a synthetic shelf
+   export ([`embedcam.datasets.generate_shelf`][embedcam.datasets.synthetic.generate_shelf], JPEG
+   files on disk) read by
+   [`embedcam.datasets.ImageDataset`][embedcam.datasets.torch_dataset.ImageDataset] with
+   [`collate_boxes`][embedcam.datasets.torch_dataset.collate_boxes], so every image is decoded and
+   resized and carries its boxes (the records then hold every box score and the judge's verdict, the
+   realistic case). Same dataset, batch size and workers for both; the two passes are interleaved
+   (alternating order) after one warm-up each, and the figure is the median of the repeats. Models:
+   the paper CNN (width 1.0, 128 x 128, batch 32, ``features.block4.relu``) and a randomly
+   initialised torchvision ResNet-50 with a 128-d head (224 x 224, batch 16, ``layer4``). Also
+   reported: the median of each repeat's paired ratio and the ratio of CPU seconds. ``--profile``
+   adds a cProfile breakdown of one ``explain_dataset`` call per model (where the time goes beyond
+   the CAM itself) and a per-batch timing of its steps, interleaved batch by batch (robust to load
+   on a shared machine).
 2. **Memory does not grow with the dataset.** In a fresh subprocess, ``explain_dataset`` runs
    over 20,480 images made deterministically in ``__getitem__`` (no files), with a small paper
    CNN (width 0.25, 64 x 64); the dataset records the process's resident set (``VmRSS``) and
@@ -238,13 +240,14 @@ _PROFILE_PARTS = (
     ("CAM: EmbeddingCAM.__call__ (forward + backward)", "embedcam/cam/core.py", "__call__"),
     ("make_target", "embedcam/recipe.py", "make_target"),
     ("boxes_to_masks", "embedcam/boxes.py", "boxes_to_masks"),
-    ("score_maps", "embedcam/scoring.py", "score_maps"),
-    ("box_map_ceiling", "embedcam/scoring.py", "box_map_ceiling"),
-    ("judge", "embedcam/scoring.py", "judge_features"),
+    ("score_maps", "embedcam/scoring/records.py", "score_maps"),
+    ("box_map_ceiling", "embedcam/scoring/scores.py", "box_map_ceiling"),
+    ("judge", "embedcam/scoring/judge.py", "judge_features"),
     ("parquet: _Writer.flush", "embedcam/pipeline.py", "flush"),
     ("rows: _Writer.add", "embedcam/pipeline.py", "add"),
     ("setup: _model_digest", "embedcam/pipeline.py", "_model_digest"),
     ("setup: _prepare_out", "embedcam/pipeline.py", "_prepare_out"),
+    ("setup: _data_digest", "embedcam/pipeline.py", "_data_digest"),
     ("setup: sample_paths", "embedcam/_loaders.py", "sample_paths"),
     ("setup: subset_loader", "embedcam/_loaders.py", "subset_loader"),
 )

@@ -23,51 +23,100 @@ previous run's outputs, complete.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-try:  # the benchmark reads the audits' records as DataFrames
-    import pandas  # noqa: E402, F401
-except ImportError:
+# the benchmark reads the audits' records as DataFrames; find_spec looks without importing
+if importlib.util.find_spec("pandas") is None:
     sys.exit(
         "error: the SKU benchmark needs pandas, which embedcam does not install; run it from a "
         "clone with `make demo` (it installs the dev extras) or `pip install pandas` (or "
         "'embedcam[pandas]') into this environment"
     )
 
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.markup import escape  # noqa: E402
-from rich.progress import (  # noqa: E402
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from skubench import analysis, report  # noqa: E402
-from skubench.config import PRESETS, build_config  # noqa: E402
-from skubench.data import load_data  # noqa: E402
-from skubench.evaluate import audit_model, figure_maps  # noqa: E402
-from skubench.io import atomic_outputs, atomic_write_json  # noqa: E402
-from skubench.models import train_all  # noqa: E402
+from skubench.config import PRESETS  # noqa: E402 (light: pydantic and yaml; --help needs it)
 
-import embedcam as ec  # noqa: E402
+import embedcam as ec  # noqa: E402 (lazy: loads its sub-modules on first use)
 from embedcam.errors import ConfigurationError  # noqa: E402
+
+if TYPE_CHECKING:  # the lazy names below, for linters and type checkers
+    import torch
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from skubench import analysis, report
+    from skubench.config import build_config
+    from skubench.data import load_data
+    from skubench.evaluate import audit_model, figure_maps
+    from skubench.io import atomic_outputs, atomic_write_json
+    from skubench.models import train_all
+
+# Heavy names (torch, rich, the benchmark's modules, which import the training code) are loaded
+# on first use, so `sku.py --help` answers at once: name -> (module, attribute or None).
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "torch": ("torch", None),
+    "Console": ("rich.console", "Console"),
+    "escape": ("rich.markup", "escape"),
+    "BarColumn": ("rich.progress", "BarColumn"),
+    "MofNCompleteColumn": ("rich.progress", "MofNCompleteColumn"),
+    "Progress": ("rich.progress", "Progress"),
+    "TextColumn": ("rich.progress", "TextColumn"),
+    "TimeElapsedColumn": ("rich.progress", "TimeElapsedColumn"),
+    "analysis": ("skubench.analysis", None),
+    "report": ("skubench.report", None),
+    "build_config": ("skubench.config", "build_config"),
+    "load_data": ("skubench.data", "load_data"),
+    "audit_model": ("skubench.evaluate", "audit_model"),
+    "figure_maps": ("skubench.evaluate", "figure_maps"),
+    "atomic_outputs": ("skubench.io", "atomic_outputs"),
+    "atomic_write_json": ("skubench.io", "atomic_write_json"),
+    "train_all": ("skubench.models", "train_all"),
+}
+
+
+def _resolve(name: str) -> Any:
+    module, attr = _LAZY[name]
+    value = importlib.import_module(module)
+    return value if attr is None else getattr(value, attr)
+
+
+def __getattr__(name: str) -> Any:
+    """Module attributes for the lazy names (``sku.audit_model`` before any run)."""
+    if name in _LAZY:
+        globals()[name] = value = _resolve(name)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _load() -> None:
+    """Bind every lazy name that is not bound yet (a test's replacement is kept)."""
+    for name in _LAZY:
+        if name not in globals():
+            globals()[name] = _resolve(name)
+
 
 SCHEMA = "embedcam.sku/1"
 
 
 def versions() -> dict[str, str]:
     """Versions of everything that produced the numbers."""
+    _load()
     import captum
     import numpy
     import pydantic
@@ -90,11 +139,12 @@ LOG_WIDTH = 160
 
 
 def make_console(**kwargs: Any) -> Console:
-    """The benchmark's console: the terminal's width on a TTY, else :data:`LOG_WIDTH` columns.
+    """The benchmark's console: the terminal's width on a TTY, else `LOG_WIDTH` columns.
 
     rich falls back to 80 columns when stdout is not a terminal, which folds every table of a
     logged run; an explicit ``COLUMNS`` still wins.
     """
+    _load()
     wide = not sys.stdout.isatty() and not os.environ.get("COLUMNS", "").strip().isdigit()
     # emoji codes off: a class or file named like ":cow:" is printed as written
     kwargs.setdefault("emoji", False)
@@ -108,6 +158,7 @@ def audit_all(
 
     Returns the audits and the seconds each took (keyed ``<model>-seed<seed>``).
     """
+    _load()
     audits, times = [], {}
     with Progress(
         TextColumn("[bold]audit (classify, explain, score, intervene)"),
@@ -158,12 +209,13 @@ def write_outputs(
     """Write ``results.json``, ``table1.md``, ``report.md`` and ``report.html``, all or nothing.
 
     The files are staged and moved into place together (``results.json`` last), joining the
-    run's :func:`~skubench.io.atomic_outputs` block when there is one: after a full disk or an
-    interrupt the folder keeps its old outputs, complete.
+    run's [`atomic_outputs`][embedcam.atomic.atomic_outputs] block when there is one: after a full
+    disk or an interrupt the folder keeps its old outputs, complete.
 
     Raises:
         DataError: If ``out`` cannot be written (the message names the folder).
     """
+    _load()
     with atomic_outputs(out, exclude=("audits",)):
         atomic_write_json(out / "results.json", results)
         report.write_reports(results, figures, cfg, data, out)
@@ -171,6 +223,7 @@ def write_outputs(
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     """The whole pipeline; returns the results dict (also written to ``args.out``)."""
+    _load()
     fields: dict[str, Any] = {}
     if args.data is not None:
         fields["data"] = {"path": str(args.data)}
@@ -208,6 +261,7 @@ def _train_audit_report(
     cfg: Any, data: Any, cache: Path, out: Path, console: Console, t_start: float, t_data: float
 ) -> dict[str, Any]:
     """Train and audit every seed, then write the outputs (inside the run's staging block)."""
+    _load()
     seeds, train_times, train_wall, audit_times = [], {}, {}, {}
     figures: list = []
     for seed in cfg.seeds:
@@ -282,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         help="where generated data and checkpoints are kept and reused",
     )
     args = parser.parse_args(argv)
+    _load()
     console = make_console()
     try:
         run(args, console)

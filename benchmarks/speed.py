@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedcam._atomic import atomic_write_text
+from embedcam.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -432,7 +432,7 @@ def _rusage() -> tuple[float, int]:
 def gradcam_overhead(
     names: list[str], repeats: int, quick: bool, device: torch.device
 ) -> dict[str, Any]:
-    """Time :func:`build_overhead_runners` per model: interleaved, rotating order, medians.
+    """Time `build_overhead_runners` per model: interleaved, rotating order, medians.
 
     Besides wall time, every call's system CPU time and minor page faults are recorded: freeing a
     whole-network graph after a call and faulting the memory back in on the next one shows up

@@ -3,43 +3,57 @@
 Explain why an image landed near its class in embedding space, and measure whether the evidence was
 on the object or on the background.
 
-The public API is re-exported here; see the API reference for each module.
+The public API is re-exported here; see the API reference for each module. The sub-modules are
+loaded on first use (PEP 562), so ``import embedcam`` costs a few milliseconds and does not import
+torch, scipy, scikit-image, pyarrow, Captum or pytorch-grad-cam until a name that needs them is
+touched. ``from embedcam import X`` works for every name in ``__all__``.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from embedcam import errors
 
-# isort: split
-# --- explain engine (centroids, targets, CAM) ---
-from embedcam import cam, targets
-from embedcam.cam import CamResult, EmbeddingCAM, available_methods
-from embedcam.centroids import ClassCentroids
-from embedcam.recipe import Recipe
-from embedcam.targets import CentroidTarget, ContrastiveTarget, EmbeddingTarget, ReferenceTarget
-
-# isort: split
-# --- boxes, masks, scoring, judge, stats ---
-from embedcam import boxes, masks, scoring, stats
-from embedcam.boxes import boxes_to_masks
-from embedcam.masks import darken
-from embedcam.scoring import judge_features
-
-# isort: split
-# --- datasets and interventions ---
-from embedcam import datasets, interventions
-
-# isort: split
-# --- report ---
-from embedcam import report
-
-# isort: split
-# --- whole datasets ---
-from embedcam.audit import AuditResult, Comparison, audit, compare
-from embedcam.embedding import embed_loader, embedding_health
-from embedcam.pipeline import DatasetRecords, Judge, explain_dataset
-
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
+    from embedcam import (
+        atomic,
+        boxes,
+        cam,
+        datasets,
+        interventions,
+        masks,
+        report,
+        scoring,
+        stats,
+        targets,
+    )
+    from embedcam.audit import AuditResult, Comparison, audit, compare
+    from embedcam.boxes import boxes_to_masks
+    from embedcam.cam import (
+        CamResult,
+        EmbeddingCAM,
+        available_methods,
+        register_method,
+        unregister_method,
+    )
+    from embedcam.centroids import ClassCentroids
+    from embedcam.embedding import embed_loader, embedding_health
+    from embedcam.masks import darken
+    from embedcam.pipeline import DatasetRecords, Judge, explain_dataset
+    from embedcam.recipe import Recipe
+    from embedcam.scoring import judge_features
+    from embedcam.targets import (
+        CentroidTarget,
+        ContrastiveTarget,
+        EmbeddingTarget,
+        ReferenceTarget,
+    )
 
 __all__ = [
     "errors",
@@ -50,6 +64,8 @@ __all__ = [
     "CamResult",
     "EmbeddingCAM",
     "available_methods",
+    "register_method",
+    "unregister_method",
     "ClassCentroids",
     "CentroidTarget",
     "ContrastiveTarget",
@@ -68,6 +84,7 @@ __all__ = [
     "interventions",
     # report
     "report",
+    "atomic",
     # whole datasets
     "Recipe",
     "Judge",
@@ -80,3 +97,79 @@ __all__ = [
     "embed_loader",
     "embedding_health",
 ]
+
+# public sub-modules, loaded on first attribute access
+_SUBMODULES = frozenset(
+    {
+        "cam",
+        "targets",
+        "boxes",
+        "masks",
+        "scoring",
+        "stats",
+        "datasets",
+        "interventions",
+        "report",
+        "atomic",
+    }
+)
+# public name -> the module that defines it
+_ATTRIBUTES = {
+    "CamResult": "embedcam.cam",
+    "EmbeddingCAM": "embedcam.cam",
+    "available_methods": "embedcam.cam",
+    "register_method": "embedcam.cam",
+    "unregister_method": "embedcam.cam",
+    "ClassCentroids": "embedcam.centroids",
+    "CentroidTarget": "embedcam.targets",
+    "ContrastiveTarget": "embedcam.targets",
+    "EmbeddingTarget": "embedcam.targets",
+    "ReferenceTarget": "embedcam.targets",
+    "boxes_to_masks": "embedcam.boxes",
+    "darken": "embedcam.masks",
+    "judge_features": "embedcam.scoring",
+    "Recipe": "embedcam.recipe",
+    "Judge": "embedcam.pipeline",
+    "DatasetRecords": "embedcam.pipeline",
+    "explain_dataset": "embedcam.pipeline",
+    "audit": "embedcam.audit",
+    "compare": "embedcam.audit",
+    "AuditResult": "embedcam.audit",
+    "Comparison": "embedcam.audit",
+    "embed_loader": "embedcam.embedding",
+    "embedding_health": "embedcam.embedding",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access and cache the name here (PEP 562)."""
+    if name in _SUBMODULES:
+        value: Any = importlib.import_module(f"embedcam.{name}")
+    elif name in _ATTRIBUTES:
+        value = getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+    else:
+        raise AttributeError(f"module 'embedcam' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily loaded public ones included."""
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """The ``embedcam`` module: a public function keeps its name over a same-named sub-module.
+
+    Importing the sub-module ``embedcam.audit`` binds it as the package attribute ``audit``, which
+    would hide the public function [`audit`][embedcam.audit.audit] (the eager package rebound the
+    name to the function right after the import).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "audit" and isinstance(value, types.ModuleType) and hasattr(value, "audit"):
+            value = value.audit
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

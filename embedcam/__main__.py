@@ -1,4 +1,4 @@
-"""``python -m embedcam``: the ``embedcam`` command line (see :mod:`embedcam.cli`)."""
+"""``python -m embedcam``: the ``embedcam`` command line (see `embedcam.cli`)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,20 @@
-"""Private validation helpers shared by the library modules."""
+"""Private validation shared by the library: argument and tensor checks that raise clear errors.
+
+The one place for validation; each check only reads its argument and raises an
+``embedcam.errors`` exception (never converts or moves data). Model helpers that are not checks
+(picking the embedding, a model's device or dtype) live in ``embedcam._model``.
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
+from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError, UnsupportedError
 
 
 def as_label_tensor(labels: Tensor | Sequence[int], *, name: str = "labels") -> Tensor:
@@ -86,37 +90,6 @@ def check_rows(x: Tensor, *, name: str, what: str = "row") -> None:
     )
 
 
-def embed(output: Any, embedding_fn: Callable[[Any], Tensor] | None) -> Tensor:
-    """Pick the (B, D) embedding from a model output, with clear errors."""
-    if embedding_fn is not None:
-        output = embedding_fn(output)
-        if not isinstance(output, Tensor):
-            raise ConfigurationError(
-                f"embedding_fn returned {type(output).__name__}, not a tensor; it must return the "
-                "(B, D) embedding tensor picked from the model output (e.g. lambda out: out[0])"
-            )
-    if not isinstance(output, Tensor):
-        raise ConfigurationError(
-            f"the model returned {type(output).__name__}, not a tensor; pass embedding_fn= to "
-            "pick the (B, D) embedding from it (e.g. embedding_fn=lambda out: out['embedding'])"
-        )
-    if output.dim() != 2:
-        raise ShapeError(
-            f"the embedding must be (B, D), got shape {tuple(output.shape)}; pass an "
-            "embedding_fn that flattens or selects it"
-        )
-    return output
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the first parameter or buffer (CPU for a stateless model)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
 def all_finite(x: Tensor) -> bool:
     """Whether a tensor holds only finite values (True for integer, bool or empty tensors).
 
@@ -130,18 +103,40 @@ def all_finite(x: Tensor) -> bool:
     return math.isfinite(float(lo)) and math.isfinite(float(hi))
 
 
-def floating_dtype(model: nn.Module) -> torch.dtype | None:
-    """The dtype of the first floating-point parameter (or buffer); ``None`` if there is none."""
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        if t.dtype.is_floating_point:
-            return t.dtype
-    return None
-
-
 def check_float_images(images: Tensor) -> None:
-    """Raise :class:`ShapeError` unless ``images`` is a floating-point tensor."""
+    """Raise `ShapeError` unless ``images`` is a floating-point tensor."""
     if not images.dtype.is_floating_point:
         raise ShapeError(
             f"images have dtype {images.dtype}; convert them to float and normalise them as for "
             "training (e.g. images.float() / 255, then the training mean/std)"
         )
+
+
+def check_eager(model: nn.Module, layer_name: str) -> None:
+    """Raise `UnsupportedError` if the model, or the part holding the layer, is TorchScript.
+
+    A scripted or traced module runs compiled code: forward hooks on its sub-modules never fire
+    (or cannot be registered), so no backend can see the target layer's output.
+    """
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.jit.ScriptModule):
+            continue
+        if name == "" or layer_name == name or layer_name.startswith(name + "."):
+            where = "the model" if name == "" else f"sub-module {name!r} (holding the layer)"
+            raise UnsupportedError(
+                f"{where} is a TorchScript module (torch.jit.script or torch.jit.trace); its "
+                "compiled forward cannot be hooked, so no backend can explain it. Pass the eager "
+                "nn.Module instead (the Python model before scripting or tracing, with the same "
+                "weights)"
+            )
+
+
+def check_materialised(model: nn.Module) -> None:
+    """Raise `ConfigurationError` if a parameter or buffer is on the meta device."""
+    for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+        if t.is_meta:
+            raise ConfigurationError(
+                f"the model has tensors on the meta device (e.g. {name!r}): it was built without "
+                "data. Materialise it first with model.to_empty(device=...) followed by "
+                "model.load_state_dict(...), or build it outside torch.device('meta')"
+            )

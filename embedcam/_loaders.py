@@ -215,16 +215,14 @@ def is_sequential(loader: Iterable[Any]) -> bool:
     """Whether ``loader`` is a DataLoader over a sized map-style dataset in dataset order."""
     if not isinstance(loader, DataLoader):
         return False
-    sampler = loader.batch_sampler.sampler if loader.batch_sampler is not None else loader.sampler
+    sampler = getattr(loader.batch_sampler, "sampler", loader.sampler)
     return isinstance(sampler, SequentialSampler) and hasattr(loader.dataset, "__len__")
 
 
 def check_fixed_order(loader: Iterable[Any], what: str) -> None:
     """Refuse a shuffled DataLoader: its order changes every run, so records cannot resume."""
     if isinstance(loader, DataLoader):
-        sampler = (
-            loader.batch_sampler.sampler if loader.batch_sampler is not None else loader.sampler
-        )
+        sampler = getattr(loader.batch_sampler, "sampler", loader.sampler)
         if isinstance(sampler, RandomSampler):
             raise ConfigurationError(
                 f"{what} is a shuffled DataLoader; its order changes from run to run, so records "
@@ -248,7 +246,7 @@ def subset_loader(loader: DataLoader, positions: Sequence[int]) -> DataLoader:
     if loader.num_workers > 0:
         kwargs["prefetch_factor"] = loader.prefetch_factor
         kwargs["persistent_workers"] = False
-    return DataLoader(Subset(loader.dataset, list(positions)), **kwargs)  # type: ignore[arg-type]
+    return DataLoader(Subset(loader.dataset, list(positions)), **kwargs)
 
 
 def shard_positions(n: int, batch_size: int, rank: int, world: int) -> list[int]:

@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from embedcam import _dist
-from embedcam._atomic import atomic_outputs, atomic_write_text
 from embedcam._loaders import Batch, is_sequential, iter_batches, shard_positions, subset_loader
+from embedcam.atomic import atomic_outputs, atomic_write_text
 from embedcam.boxes import boxes_to_masks
 from embedcam.centroids import ClassCentroids
 from embedcam.classify import evaluate, knn_predict, nearest_centroid_predict
@@ -41,7 +41,7 @@ from embedcam.embedding import (
     gather_rows,
 )
 from embedcam.errors import ConfigurationError, DataError, EmbedcamError, ShapeError
-from embedcam.pipeline import DatasetRecords, Judge, _as_recipes, explain_dataset
+from embedcam.pipeline import DatasetRecords, Judge, as_recipes, explain_dataset
 from embedcam.recipe import Recipe
 
 __all__ = [
@@ -493,7 +493,7 @@ def _interventions(
     region = "mask" if all(r == ["mask"] for r in region_all if r) else "box"
     summary = InterventionSummary(
         split=split,
-        region=region,  # type: ignore[arg-type]
+        region=region,
         images=int(labels.numel()),
         accuracy=acc0,
         accuracy_after=after,
@@ -635,7 +635,7 @@ def audit(
     """
     from rich.console import Console
 
-    recipe_list = _as_recipes(recipes)
+    recipe_list = as_recipes(recipes)
     judge = judge if judge is not None else Judge()
     if not isinstance(judge, Judge):
         raise ConfigurationError(f"judge must be an embedcam.Judge, got {type(judge).__name__}")
@@ -873,7 +873,8 @@ def _examples(
             reshape_transform=reshape_transform,
             progress=False,
         )
-    images, boxes = [], []
+    images: list[Tensor] = []
+    boxes: list[Any] = []
     for _, batch in iter_batches(sub):
         images.append(batch.images)
         boxes.extend(batch.boxes if batch.boxes is not None else [None] * len(batch))

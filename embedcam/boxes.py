@@ -254,7 +254,8 @@ def validate_boxes(
 
     A box is invalid when any coordinate is NaN or infinite, when ``x1 <= x0`` or ``y1 <= y0``,
     or (with ``size``) when it lies entirely outside the image, i.e. its overlap with
-    ``[0, W] x [0, H]`` has zero area. Partly outside boxes are valid (use :func:`clip_boxes`).
+    ``[0, W] x [0, H]`` has zero area. Partly outside boxes are valid (use
+    [`clip_boxes`][embedcam.boxes.clip_boxes]).
 
     Args:
         b: Boxes ``(..., 4)`` as ``[x0, y0, x1, y1]``.
@@ -365,7 +366,7 @@ def box_iou(a: BoxesLike, b: BoxesLike) -> torch.Tensor:
 
     Returns:
         IoU of shape ``(...)``; NaN where both boxes have zero area or a coordinate is NaN
-        (check annotations with :func:`validate_boxes`).
+        (check annotations with [`validate_boxes`][embedcam.boxes.validate_boxes]).
 
     Raises:
         ShapeError: If a last dimension is not 4.
@@ -486,7 +487,7 @@ def letterbox_params(
 def letterbox_boxes(
     b: BoxesLike, from_size: Sequence[int], to_size: Sequence[int]
 ) -> tuple[torch.Tensor, float, tuple[int, int]]:
-    """Move boxes with an aspect-preserving letterbox resize (see :func:`letterbox_params`).
+    """Move boxes with an aspect-preserving letterbox resize (see `letterbox_params`).
 
     Boxes are scaled per axis by ``new_w / W_from`` and ``new_h / H_from`` (equal to ``scale`` up
     to the rounding of the resized size, so they follow the pixels exactly), shifted by the
@@ -540,8 +541,9 @@ def boxes_to_masks(
         boxes: A sequence of ``B`` tensors ``(K_i, 4)`` (or ``(4,)`` for one box) in the internal
             ``[x0, y0, x1, y1]`` convention, or a tensor ``(B, K, 4)``.
         size: Mask size ``(H, W)``.
-        validate: Check every box with :func:`validate_boxes` against ``size`` first (the error
-            names the image and box index). Disable only for boxes you have already checked.
+        validate: Check every box with [`validate_boxes`][embedcam.boxes.validate_boxes] against
+            ``size`` first (the error names the image and box index). Disable only for boxes you
+            have already checked.
 
     Returns:
         Masks ``(B, H, W)`` bool, on the boxes' device.
@@ -569,7 +571,7 @@ def boxes_to_masks(
                 f"a boxes tensor must be (B, K, 4), got {tuple(boxes.shape)}; for one box per "
                 "image use boxes.unsqueeze(1), for variable counts pass a list of (K_i, 4) tensors"
             )
-        per_image = list(boxes.unbind(0))
+        per_image: list[BoxesLike] = list(boxes.unbind(0))
     else:
         per_image = list(boxes)
     tensors: list[torch.Tensor] = []

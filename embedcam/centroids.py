@@ -1,11 +1,12 @@
 """Class centroids: the arithmetic mean embedding of each class, streamed over a DataLoader.
 
 The paper's reference embedding of a class is the arithmetic mean of the embeddings of all its
-training images (Volnova and Suschinskiy, 2026, step 1). :meth:`ClassCentroids.fit` computes it in
-one pass under inference mode, accumulating sums and counts in float64 so that the result does not
-depend on batch order or size, with memory ``O(C x D)`` whatever the dataset size. Under
-``torch.distributed`` each rank passes its own shard and the sums and counts are all-reduced, so
-every rank ends with the global centroids.
+training images (Volnova and Suschinskiy, 2026, step 1).
+[`ClassCentroids.fit`][embedcam.centroids.ClassCentroids.fit] computes it in one pass under
+inference mode, accumulating sums and counts in float64 so that the result does not depend on batch
+order or size, with memory ``O(C x D)`` whatever the dataset size. Under ``torch.distributed`` each
+rank passes its own shard and the sums and counts are all-reduced, so every rank ends with the
+global centroids.
 
 Examples:
     >>> import torch, embedcam as ec
@@ -32,8 +33,10 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
-from embedcam._atomic import atomic_torch_save
-from embedcam._checks import all_finite, as_label_tensor, embed, model_device
+from embedcam._checks import all_finite, as_label_tensor
+from embedcam._model import embed, model_device
+from embedcam._repr import tensor_summary
+from embedcam.atomic import atomic_torch_save
 from embedcam.errors import ConfigurationError, DataError, EmbedcamValueError, ShapeError
 
 __all__ = ["ClassCentroids"]
@@ -62,8 +65,10 @@ def _split_batch(batch: Any) -> tuple[Tensor, Tensor]:
 class ClassCentroids:
     """Per-class mean embeddings with their sample counts.
 
-    Build with :meth:`fit` (or :meth:`from_embeddings` when the embeddings are already in memory);
-    persist with :meth:`save` / :meth:`load`.
+    Build with [`fit`][embedcam.centroids.ClassCentroids.fit] (or
+    [`from_embeddings`][embedcam.centroids.ClassCentroids.from_embeddings] when the embeddings are
+    already in memory); persist with [`save`][embedcam.centroids.ClassCentroids.save] /
+    [`load`][embedcam.centroids.ClassCentroids.load].
 
     Attributes:
         centroids: ``(C, D)`` float32 class means (L2-normalised rows if ``normalized``). Rows of
@@ -79,9 +84,11 @@ class ClassCentroids:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
+        empty = int((self.counts == 0).sum())
         return (
-            f"ClassCentroids(classes={self.num_classes}, dim={self.dim}, "
-            f"images={int(self.counts.sum())}, normalized={self.normalized})"
+            f"ClassCentroids(centroids={tensor_summary(self.centroids)}, "
+            f"images={int(self.counts.sum())}, empty_classes={empty}, "
+            f"normalized={self.normalized})"
         )
 
     @property
@@ -109,7 +116,7 @@ class ClassCentroids:
     ) -> ClassCentroids:
         """Compute class centroids in one streaming pass over ``loader``.
 
-        The model runs in eval mode under :func:`torch.inference_mode`; its previous training mode
+        The model runs in eval mode under `torch.inference_mode`; its previous training mode
         is restored afterwards. Sums and counts accumulate in float64 on the model's device.
 
         Args:
@@ -337,10 +344,10 @@ class ClassCentroids:
     def load(
         cls, path: str | os.PathLike[str], map_location: torch.device | str = "cpu"
     ) -> ClassCentroids:
-        """Read centroids written by :meth:`save`.
+        """Read centroids written by [`save`][embedcam.centroids.ClassCentroids.save].
 
         Args:
-            path: file written by :meth:`save`.
+            path: file written by [`save`][embedcam.centroids.ClassCentroids.save].
             map_location: device to load the tensors to.
 
         Returns:

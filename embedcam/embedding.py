@@ -13,8 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from embedcam import _dist
-from embedcam._checks import all_finite, check_float_images, floating_dtype, model_device
-from embedcam._checks import embed as pick_embedding
+from embedcam._checks import all_finite, check_float_images
 from embedcam._loaders import (
     Batch,
     check_fixed_order,
@@ -23,6 +22,8 @@ from embedcam._loaders import (
     shard_positions,
     subset_loader,
 )
+from embedcam._model import embed as pick_embedding
+from embedcam._model import floating_dtype, model_device
 from embedcam.cam._model import model_lock
 from embedcam.errors import ConfigurationError, DataError, EmbedcamValueError
 
@@ -76,15 +77,15 @@ def embed_batches(
     model); integer images raise. An ``nn.Module`` is locked for the whole loop, like a CAM call,
     so that concurrent calls from other threads cannot leave it in the wrong mode.
     """
-    is_module = isinstance(model, nn.Module)
-    dev = model_device(model) if is_module else torch.device("cpu")
-    dtype = floating_dtype(model) if is_module else None
+    module = model if isinstance(model, nn.Module) else None
+    dev = model_device(module) if module is not None else torch.device("cpu")
+    dtype = floating_dtype(module) if module is not None else None
     embs, labels = [], []
-    with model_lock(model) if is_module else contextlib.nullcontext():
-        modes = [(m, m.training) for m in model.modules()] if is_module else []
+    with model_lock(module) if module is not None else contextlib.nullcontext():
+        modes = [(m, m.training) for m in module.modules()] if module is not None else []
         try:
-            if is_module:
-                model.eval()
+            if module is not None:
+                module.eval()
             with torch.inference_mode():
                 for step, batch in batches:
                     images = transform(batch) if transform is not None else batch.images

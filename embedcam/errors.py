@@ -1,8 +1,8 @@
 """The embedcam error hierarchy.
 
-Every error raised on bad input derives from :class:`EmbedcamError`, so users can catch one type.
-Each subclass also derives from the closest built-in exception (``ValueError``, ``TypeError``, ...)
-so that generic ``except ValueError`` code keeps working.
+Every error raised on bad input derives from [`EmbedcamError`][embedcam.errors.EmbedcamError], so
+users can catch one type. Each subclass also derives from the closest built-in exception
+(``ValueError``, ``TypeError``, ...) so that generic ``except ValueError`` code keeps working.
 
 Messages follow one rule: say what was wrong (with the offending value, index, name or path) and
 what to do about it.

@@ -6,15 +6,18 @@ Recognition*, ICLR 2021; Moayeri et al., *A Comprehensive Study of Image Classif
 Sensitivity to Foregrounds, Backgrounds, and Visual Attributes*, CVPR 2022). With an object mask
 ``m`` (exact on synthetic data; ``boxes_to_masks(boxes, size)`` on real data):
 
-* :func:`only_bg` (Only-BG-B): the object region filled with black.
-* :func:`only_fg` (Only-FG): the object on black.
-* :func:`mixed_same` / :func:`mixed_rand` (Mixed-Same / Mixed-Rand): the object pasted on the
-  background of another image of the same class / of another class,
+* [`only_bg`][embedcam.interventions.only_bg] (Only-BG-B): the object region filled with black.
+* [`only_fg`][embedcam.interventions.only_fg] (Only-FG): the object on black.
+* [`mixed_same`][embedcam.interventions.mixed_same] /
+  [`mixed_rand`][embedcam.interventions.mixed_rand] (Mixed-Same / Mixed-Rand): the object pasted on
+  the background of another image of the same class / of another class,
   ``bg_j * (1 - m_i) + x_i * m_i``. The donor's own object is removed first (see
-  :func:`remove_objects`), as Xiao et al. do with their tiled Only-BG-T backgrounds, so the
-  donor's silhouette does not leak its class.
-* :func:`bg_gap` = accuracy(Mixed-Same) - accuracy(Mixed-Rand), and the relative foreground
-  sensitivity :func:`relative_foreground_sensitivity` with noise from :func:`region_noise`.
+  [`remove_objects`][embedcam.interventions.remove_objects]), as Xiao et al. do with their tiled
+  Only-BG-T backgrounds, so the donor's silhouette does not leak its class.
+* [`bg_gap`][embedcam.interventions.bg_gap] = accuracy(Mixed-Same) - accuracy(Mixed-Rand), and the
+  relative foreground sensitivity
+  [`relative_foreground_sensitivity`][embedcam.interventions.relative_foreground_sensitivity] with
+  noise from [`region_noise`][embedcam.interventions.region_noise].
 
 Everything is batched on ``(B, C, H, W)`` images and ``(B, H, W)`` bool masks, keeps the input
 device, and is deterministic for a given ``torch.Generator`` or integer seed.
@@ -42,7 +45,6 @@ from torch import Tensor
 
 from embedcam._checks import as_label_tensor
 from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
-from embedcam.masks import _check_finite_images
 
 __all__ = [
     "only_bg",
@@ -65,7 +67,8 @@ DonorFill = Literal["inpaint", "black", "keep"]
 def _check(images: Tensor, masks: Tensor) -> Tensor:
     """Check ``images (B, C, H, W)`` against ``masks (B, H, W)``; return masks ``(B, 1, H, W)``.
 
-    Images must be floating and finite (the check shared with :func:`embedcam.darken`).
+    Images must be floating and finite (the check shared with
+    [`embedcam.darken`][embedcam.masks.darken]).
     """
     if not isinstance(images, Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -86,7 +89,9 @@ def _check(images: Tensor, masks: Tensor) -> Tensor:
             f"masks {tuple(masks.shape)} do not match images {tuple(images.shape)}; expected "
             f"({b}, {h}, {w})"
         )
-    _check_finite_images(images)
+    from embedcam.masks import check_finite_images  # masks loads scipy: imported on use
+
+    check_finite_images(images)
     return masks.to(images.device)[:, None]
 
 
@@ -225,7 +230,9 @@ def paste_objects(images: Tensor, masks: Tensor, backgrounds: Tensor) -> Tensor:
         raise ShapeError(
             f"backgrounds {tuple(backgrounds.shape)} must match images {tuple(images.shape)}"
         )
-    _check_finite_images(backgrounds.to(images), "backgrounds")
+    from embedcam.masks import check_finite_images
+
+    check_finite_images(backgrounds.to(images), "backgrounds")
     return torch.where(m, images, backgrounds.to(images))
 
 
@@ -238,7 +245,8 @@ def mix_backgrounds(
         images: ``(B, C, H, W)`` float images.
         masks: ``(B, H, W)`` bool object masks.
         donor_index: ``(B,)`` int, the donor image of each image's background.
-        donor_fill: How the donor's own object is removed (see :func:`remove_objects`).
+        donor_fill: How the donor's own object is removed (see
+            [`remove_objects`][embedcam.interventions.remove_objects]).
 
     Returns:
         ``(B, C, H, W)``: ``bg[donor_index[i]] * (1 - m_i) + x_i * m_i``.
@@ -337,7 +345,8 @@ def mixed_same(
         masks: ``(B, H, W)`` bool object masks.
         labels: ``(B,)`` class labels.
         generator: ``torch.Generator`` or seed for the donor choice.
-        donor_fill: How the donor's object is removed (see :func:`remove_objects`).
+        donor_fill: How the donor's object is removed (see
+            [`remove_objects`][embedcam.interventions.remove_objects]).
 
     Returns:
         ``(mixed, donors)``: images ``(B, C, H, W)`` and donor indices ``(B,)``.
@@ -369,7 +378,8 @@ def mixed_rand(
         masks: ``(B, H, W)`` bool object masks.
         labels: ``(B,)`` class labels.
         generator: ``torch.Generator`` or seed for the donor choice.
-        donor_fill: How the donor's object is removed (see :func:`remove_objects`).
+        donor_fill: How the donor's object is removed (see
+            [`remove_objects`][embedcam.interventions.remove_objects]).
 
     Returns:
         ``(mixed, donors)``: images ``(B, C, H, W)`` and donor indices ``(B,)``.
@@ -467,10 +477,10 @@ def relative_foreground_sensitivity(
     """Relative foreground sensitivity (Moayeri et al. 2022).
 
     ``RFS = (a_bg - a_fg) / (2 min(a_mean, 1 - a_mean))`` with ``a_mean = (a_fg + a_bg) / 2``,
-    where ``a_fg`` / ``a_bg`` are accuracies with equal-energy noise (see :func:`region_noise`)
-    on the object / on the background. RFS is in ``[-1, 1]``: positive when noise on the object
-    hurts more than noise on the background (the model looks at the object). NaN when
-    ``a_mean`` is 0 or 1.
+    where ``a_fg`` / ``a_bg`` are accuracies with equal-energy noise (see
+    [`region_noise`][embedcam.interventions.region_noise]) on the object / on the background. RFS is
+    in ``[-1, 1]``: positive when noise on the object hurts more than noise on the background (the
+    model looks at the object). NaN when ``a_mean`` is 0 or 1.
 
     Args:
         acc_fg_noise: Accuracy with noise on the foreground, ``a_fg``.
@@ -487,5 +497,5 @@ def relative_foreground_sensitivity(
     if isinstance(mean, Tensor):
         denom = 2 * torch.minimum(mean, 1 - mean)
         return torch.where(denom > 0, (acc_bg_noise - acc_fg_noise) / denom, float("nan"))
-    denom = 2 * min(mean, 1 - mean)
-    return (acc_bg_noise - acc_fg_noise) / denom if denom > 0 else float("nan")
+    half = 2 * min(mean, 1 - mean)
+    return (acc_bg_noise - acc_fg_noise) / half if half > 0 else float("nan")

@@ -1,7 +1,7 @@
 """Evidence regions from CAM maps, connected components, darkening and colour overlays.
 
 A CAM map ``s`` of shape ``(B, H, W)`` becomes a boolean evidence region ``R`` by one of four
-policies (:func:`evidence_region`):
+policies ([`evidence_region`][embedcam.masks.evidence_region]):
 
 * ``"positive"``: ``R = {s > 0}``, the region the paper leaves un-darkened after the ReLU
   (Volnova & Suschinskiy 2026, step 4: darken what does not raise the similarity).
@@ -14,6 +14,9 @@ policies (:func:`evidence_region`):
 
 A map with no positive value (``max s <= 0``, e.g. an all-zero CAM of an image with no evidence)
 gives an empty region under every policy.
+
+scipy and scikit-image are imported by the functions that use them (labelling, Otsu), so that
+importing `embedcam` does not load them.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy import ndimage
-from skimage.filters import threshold_otsu
 
+from embedcam import _regions
 from embedcam._checks import all_finite
+from embedcam._regions import check_regions, label_batch
 from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
 
 __all__ = [
@@ -91,12 +94,12 @@ def _count_non_finite(x: torch.Tensor) -> str:
     return f"{n_nan} NaN and {n_inf} infinite"
 
 
-def _check_finite_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+def check_finite_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
     """Check that a batch of images is a floating tensor without NaN or infinite values.
 
-    The one check shared by :func:`darken`, :func:`overlay` and every intervention of
-    :mod:`embedcam.interventions`: a NaN pixel would otherwise pass through (or be hidden under
-    a fill) silently.
+    The one check shared by [`darken`][embedcam.masks.darken], [`overlay`][embedcam.masks.overlay]
+    and every intervention of `embedcam.interventions`: a NaN pixel would otherwise pass through
+    (or be hidden under a fill) silently.
 
     Args:
         images: Images ``(B, C, H, W)``.
@@ -125,6 +128,10 @@ def _check_finite_images(images: torch.Tensor, name: str = "images") -> torch.Te
             "fix the data or the normalisation before explaining or intervening"
         )
     return images
+
+
+# the former private name, still imported by embedcam.interventions
+_check_finite_images = check_finite_images
 
 
 def positive_region(maps: torch.Tensor) -> torch.Tensor:
@@ -187,6 +194,8 @@ def otsu_region(maps: torch.Tensor, nbins: int = 256) -> torch.Tensor:
         ShapeError: If ``maps`` is not ``(B, H, W)``.
         EmbedcamValueError: If ``maps`` contains NaN or infinite values.
     """
+    from skimage.filters import threshold_otsu
+
     maps = check_maps(maps)
     arr = maps.detach().cpu().numpy()
     out = np.zeros(arr.shape, dtype=bool)
@@ -272,35 +281,6 @@ def evidence_region(
     )
 
 
-def _check_regions(regions: torch.Tensor, name: str = "regions") -> torch.Tensor:
-    if not isinstance(regions, torch.Tensor) or regions.dim() != 3:
-        shape = tuple(regions.shape) if isinstance(regions, torch.Tensor) else type(regions)
-        raise ShapeError(f"{name} must be a (B, H, W) bool tensor, got {shape}")
-    if regions.dtype != torch.bool:
-        raise EmbedcamValueError(
-            f"{name} must be a bool tensor, got {regions.dtype}; use regions > 0 or "
-            "boxes_to_masks(...)"
-        )
-    return regions
-
-
-# Pixels per ndimage.label call: bounds the int32 label image and keeps it cache-friendly.
-_LABEL_CHUNK_PIXELS = 1 << 22
-
-
-def _label_batch(arr: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
-    """Label the connected components of every image of a ``(B, H, W)`` bool array in one call.
-
-    The 3-D structuring element only connects pixels within an image, so this equals labelling
-    each image alone; labels run in raster order over the whole batch, so image ``i`` owns a
-    contiguous range of labels.
-    """
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = ndimage.generate_binary_structure(2, connectivity)
-    lab, n = ndimage.label(arr, structure=structure)
-    return lab, int(n)
-
-
 def _largest_labels(arr: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndarray]:
     """Label image ``(B, H, W)`` and the label of each image's largest component (0 if none).
 
@@ -308,7 +288,7 @@ def _largest_labels(arr: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.
     labels of ``ndimage.label`` and ``skimage.measure.label`` agree).
     """
     b = arr.shape[0]
-    lab, n = _label_batch(arr, connectivity)
+    lab, n = label_batch(arr, connectivity)
     best = np.zeros(b, dtype=np.int64)
     if n == 0:
         return lab, best
@@ -330,7 +310,7 @@ def _largest_chunks(
     """Yield ``(lo, hi, mask)`` with the largest-component masks of images ``lo:hi``."""
     arr = regions.detach().cpu().numpy()
     b, h, w = arr.shape
-    step = max(1, _LABEL_CHUNK_PIXELS // max(1, h * w))
+    step = max(1, _regions.LABEL_CHUNK_PIXELS // max(1, h * w))
     for lo in range(0, b, step):
         hi = min(b, lo + step)
         lab, best = _largest_labels(arr[lo:hi], connectivity)
@@ -358,7 +338,7 @@ def largest_component(regions: torch.Tensor, connectivity: int = 2) -> torch.Ten
         ShapeError: If ``regions`` is not ``(B, H, W)``.
         EmbedcamValueError: If ``regions`` is not bool or ``connectivity`` is not 1 or 2.
     """
-    regions = _check_regions(regions)
+    regions = check_regions(regions)
     if connectivity not in (1, 2):
         raise EmbedcamValueError(f"connectivity must be 1 or 2, got {connectivity}")
     out = np.zeros(tuple(regions.shape), dtype=bool)
@@ -378,7 +358,7 @@ def largest_component_box(regions: torch.Tensor, connectivity: int = 2) -> torch
         connectivity: 1 (4-connectivity) or 2 (8-connectivity).
 
     Returns:
-        Boxes ``(B, 4)`` float32 in the ``[x0, y0, x1, y1]`` convention of :mod:`embedcam.boxes`
+        Boxes ``(B, 4)`` float32 in the ``[x0, y0, x1, y1]`` convention of `embedcam.boxes`
         (a component spanning columns ``c0..c1`` gives ``x0 = c0``, ``x1 = c1 + 1``); NaN rows for
         empty regions.
 
@@ -394,7 +374,7 @@ def largest_component_box(regions: torch.Tensor, connectivity: int = 2) -> torch
         >>> largest_component_box(r)
         tensor([[2., 1., 5., 3.]])
     """
-    regions = _check_regions(regions)
+    regions = check_regions(regions)
     if connectivity not in (1, 2):
         raise EmbedcamValueError(f"connectivity must be 1 or 2, got {connectivity}")
     b, h, w = regions.shape
@@ -410,9 +390,9 @@ def _mask_boxes(mask: np.ndarray) -> np.ndarray:
     out = np.full((b, 4), np.nan, dtype=np.float32)
     if h == 0 or w == 0:
         return out
-    rows = mask.any(2)
-    cols = mask.any(1)
-    has = rows.any(1)
+    rows: np.ndarray = np.any(mask, axis=2)
+    cols: np.ndarray = np.any(mask, axis=1)
+    has: np.ndarray = np.any(rows, axis=1)
     out[has, 0] = cols[has].argmax(1)
     out[has, 1] = rows[has].argmax(1)
     out[has, 2] = w - cols[has, ::-1].argmax(1)
@@ -422,7 +402,7 @@ def _mask_boxes(mask: np.ndarray) -> np.ndarray:
 
 def _check_images_maps(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     maps = check_maps(maps)
-    _check_finite_images(images)
+    check_finite_images(images)
     if images.shape[0] != maps.shape[0] or images.shape[-2:] != maps.shape[-2:]:
         raise ShapeError(
             f"images {tuple(images.shape)} and maps {tuple(maps.shape)} must share B, H and W; "

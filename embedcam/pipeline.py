@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from torch import Tensor, nn
 
 from embedcam import _dist
-from embedcam._atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from embedcam._loaders import (
     Batch,
     check_fixed_order,
@@ -34,11 +41,19 @@ from embedcam._loaders import (
     sample_paths,
     subset_loader,
 )
+from embedcam.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from embedcam.boxes import boxes_to_masks
 from embedcam.centroids import ClassCentroids
 from embedcam.errors import ConfigurationError, DataError
 from embedcam.recipe import Recipe
-from embedcam.scoring import CRITERIA, box_map_ceiling, judge_features, score_maps
+from embedcam.scoring import (
+    TORCHRAY_TOLERANCE,
+    Criterion,
+    box_map_ceiling,
+    judge_features,
+    score_maps,
+)
+from embedcam.scoring.judge import RENAMED_THRESHOLDS, check_criteria
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -74,33 +89,40 @@ MapsOption = Literal["none", "raw", "full", "both"]
 class Judge(BaseModel):
     """The settings of the automated "features correct" judge (`embedcam.judge_features`).
 
+    Each threshold is named after the score it thresholds, as in `judge_features`.
+
     Attributes:
-        criterion: A criterion of `judge_features` or a tuple of them.
+        criterion: A `Criterion` of `judge_features` or a tuple of them.
         combine: ``"all"`` or ``"any"`` for several criteria.
-        share: Threshold of ``"paper"``.
-        energy: Threshold of ``"energy"`` (the default criterion).
-        iou: Threshold of ``"region_iou"``.
-        box_iou: Threshold of ``"wsol"``.
+        positive_share: Threshold of ``"paper"`` on ``positive_share``.
+        energy: Threshold of ``"energy"`` (the default criterion) on ``energy_in_box``.
+        region_iou: Threshold of ``"region_iou"`` on ``region_iou``.
+        wsol_box_iou: Threshold of ``"wsol"`` on ``wsol_box_iou``.
         theta: Relative threshold of the evidence region.
-        tolerance: Pixel tolerance of ``"pointing"``.
+        tolerance: Pixel tolerance of ``"pointing"``; 0 (the default, as in `judge_features`) is
+            the strict game. Records also store the game at `TORCHRAY_TOLERANCE` (15 px), so
+            `from_scores` accepts 0 or 15.
+
+    The former names ``share``, ``iou`` and ``box_iou`` are still accepted as keywords (and
+    readable as attributes), with a ``DeprecationWarning``.
 
     Raises:
-        ConfigurationError: An unknown or empty criterion, a threshold out of range or an
-            unknown field (the message names it).
+        ConfigurationError: An unknown or empty criterion, a threshold out of range, an unknown
+            field (the message names it), or a threshold given under its old and new name.
 
     Examples:
-        >>> Judge().criterion, Judge(criterion="paper", share=0.4).share
+        >>> Judge().criterion, Judge(criterion="paper", positive_share=0.4).positive_share
         ('energy', 0.4)
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    criterion: str | tuple[str, ...] = "energy"
+    criterion: Criterion | tuple[Criterion, ...] = "energy"
     combine: Literal["all", "any"] = "all"
-    share: float = Field(0.5, ge=0, le=1)
+    positive_share: float = Field(0.5, ge=0, le=1)
     energy: float = Field(0.5, ge=0, le=1)
-    iou: float = Field(0.5, ge=0, le=1)
-    box_iou: float = Field(0.5, ge=0, le=1)
+    region_iou: float = Field(0.5, ge=0, le=1)
+    wsol_box_iou: float = Field(0.5, ge=0, le=1)
     theta: float = Field(0.15, gt=0, le=1)
     tolerance: float = Field(0.0, ge=0)
 
@@ -113,16 +135,56 @@ class Judge(BaseModel):
             )
             raise ConfigurationError(f"invalid judge settings {fields!r}: {problems}") from None
 
-    @field_validator("criterion")
+    @model_validator(mode="before")
     @classmethod
-    def _check_criterion(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
-        names = [value] if isinstance(value, str) else list(value)
-        if not names:
-            raise ValueError(f"criterion must name at least one of {CRITERIA}")
-        for name in names:
-            if name not in CRITERIA:
-                raise ValueError(f"unknown criterion {name!r}; use one of {CRITERIA}")
+    def _renamed_thresholds(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not set(data) & set(RENAMED_THRESHOLDS):
+            return data
+        data = dict(data)
+        for old, new in RENAMED_THRESHOLDS.items():
+            if old not in data:
+                continue
+            if new in data:
+                raise ValueError(f"pass {new} only, not also its old name {old}")
+            warnings.warn(
+                f"Judge({old}=...) is deprecated; use {new}=... (the threshold is named after "
+                "its score)",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+            data[new] = data.pop(old)
+        return data
+
+    @field_validator("criterion", mode="before")
+    @classmethod
+    def _check_criterion(cls, value: Any) -> Any:
+        try:
+            check_criteria(value)
+        except ConfigurationError as err:
+            raise ValueError(str(err)) from None
         return value
+
+    @property
+    def share(self) -> float:
+        """Deprecated: the former name of `positive_share`."""
+        return self._renamed("share")
+
+    @property
+    def iou(self) -> float:
+        """Deprecated: the former name of `region_iou`."""
+        return self._renamed("iou")
+
+    @property
+    def box_iou(self) -> float:
+        """Deprecated: the former name of `wsol_box_iou`."""
+        return self._renamed("box_iou")
+
+    def _renamed(self, old: str) -> float:
+        new = RENAMED_THRESHOLDS[old]
+        warnings.warn(
+            f"Judge.{old} is deprecated; read Judge.{new}", DeprecationWarning, stacklevel=3
+        )
+        return float(getattr(self, new))
 
     def from_scores(self, scores: Any) -> Tensor:
         """The verdicts from stored scores (records columns) instead of maps.
@@ -148,8 +210,10 @@ class Judge(BaseModel):
         """
         if self.theta != 0.15 and {"region_iou", "wsol"} & set(self._criteria()):
             raise ConfigurationError("records store region scores at theta=0.15 only")
-        if self.tolerance not in (0.0, 15.0) and "pointing" in self._criteria():
-            raise ConfigurationError("records store pointing at tolerance 0 and 15 px only")
+        if self.tolerance not in (0.0, TORCHRAY_TOLERANCE) and "pointing" in self._criteria():
+            raise ConfigurationError(
+                f"records store pointing at tolerance 0 and {TORCHRAY_TOLERANCE:g} px only"
+            )
 
         lengths: dict[str, int] = {}
 
@@ -173,14 +237,14 @@ class Judge(BaseModel):
             return torch.from_numpy(arr)
 
         rules = {
-            "paper": ("positive_share", self.share),
+            "paper": ("positive_share", self.positive_share),
             "energy": ("energy_in_box", self.energy),
             "pointing": (
                 "pointing_game" if self.tolerance == 0 else "pointing_game_tolerant",
                 1.0,
             ),
-            "region_iou": ("region_iou", self.iou),
-            "wsol": ("wsol_box_iou", self.box_iou),
+            "region_iou": ("region_iou", self.region_iou),
+            "wsol": ("wsol_box_iou", self.wsol_box_iou),
         }
         parts = []
         for c in self._criteria():
@@ -201,10 +265,10 @@ class Judge(BaseModel):
             regions,
             self.criterion,
             combine=self.combine,
-            share=self.share,
+            positive_share=self.positive_share,
             energy=self.energy,
-            iou=self.iou,
-            box_iou=self.box_iou,
+            region_iou=self.region_iou,
+            wsol_box_iou=self.wsol_box_iou,
             theta=self.theta,
             tolerance=self.tolerance,
             negatives=negatives,  # type: ignore[arg-type]
@@ -275,8 +339,11 @@ def _item_digest(h: Any, item: Any) -> None:
 def _file_digest(path: str) -> str:
     """blake2b of a file's bytes; ``"missing"`` when it cannot be read."""
     try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as fh:  # hashlib.file_digest needs Python 3.11
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
     except OSError:
         return "missing"
 
@@ -387,7 +454,8 @@ class DatasetRecords:
             One row per image and recipe.
 
         Raises:
-            ConfigurationError: If pandas is not installed (:meth:`table` needs only pyarrow).
+            ConfigurationError: If pandas is not installed
+                ([`table`][embedcam.pipeline.DatasetRecords.table] needs only pyarrow).
         """
         try:
             import pandas  # noqa: F401
@@ -589,7 +657,8 @@ def _as_centroids(centroids: ClassCentroids | Tensor | None) -> Tensor | None:
     )
 
 
-def _as_recipes(recipes: Recipe | Sequence[Recipe]) -> list[Recipe]:
+def as_recipes(recipes: Recipe | Sequence[Recipe]) -> list[Recipe]:
+    """``recipes`` as a non-empty list of valid, uniquely named recipes (shared with audit)."""
     if isinstance(recipes, Recipe):
         out = [recipes]
     elif isinstance(recipes, (str, bytes)) or not isinstance(recipes, Iterable):
@@ -761,7 +830,7 @@ def explain_dataset(
         >>> recs.images, recs.table().num_rows, recs.column("verdict", "centroid/1/gradcam").shape
         (6, 6, torch.Size([6]))
     """
-    recipe_list = _as_recipes(recipes)
+    recipe_list = as_recipes(recipes)
     judge = judge if judge is not None else Judge()
     if not isinstance(judge, Judge):
         raise ConfigurationError(f"judge must be an embedcam.Judge, got {type(judge).__name__}")

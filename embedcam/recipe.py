@@ -39,7 +39,8 @@ class Recipe(BaseModel):
     Attributes:
         layer: Dotted name of the explained module (``"layer4"``, ``"features.block4.relu"``).
         target: ``"centroid"``, ``"contrastive"`` or ``"reference"``.
-        method: CAM method (see `embedcam.available_methods`).
+        method: CAM method (see [`available_methods`][embedcam.cam.registry.available_methods];
+            methods added with [`register_method`][embedcam.cam.registry.register_method] count).
         backend: ``"native"``, ``"grad-cam"`` or ``"captum"``.
         signed: Score ``|signed map|`` instead of the ReLU'd map.
         name: Short name for tables and file names; defaults to
@@ -159,11 +160,14 @@ class Recipe(BaseModel):
     def check(self) -> None:
         """Check that the method exists on the backend (before any work is done).
 
+        Construction does not check the method, so that recipes saved with a method registered
+        in another process still load; this check sees every method registered so far.
+
         Raises:
             ConfigurationError: Unknown backend or method.
             UnsupportedError: The backend does not implement the method.
         """
-        from embedcam.cam.core import check_method
+        from embedcam.cam.registry import check_method
 
         check_method(self.method, self.backend)
 

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import stats as sps
 
 from embedcam.errors import EmbedcamValueError, ShapeError
 
@@ -71,7 +70,7 @@ class CochranQResult(NamedTuple):
 
 
 class PairwiseResult(NamedTuple):
-    """One pair of :func:`pairwise_mcnemar`: models ``i`` and ``j``, raw and Holm p-values."""
+    """One pair of `pairwise_mcnemar`: models ``i`` and ``j``, raw and Holm p-values."""
 
     i: int
     j: int
@@ -189,6 +188,8 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> Interval:
         (0.286, 0.423)
     """
     k, n = _check_counts(k, n)
+    from scipy import stats as sps  # imported on use: scipy.stats costs 0.4 s
+
     z = float(sps.norm.ppf(0.5 + _check_confidence(confidence) / 2))
     p = k / n
     denom = 1 + z * z / n
@@ -219,6 +220,8 @@ def clopper_pearson_interval(k: int, n: int, confidence: float = 0.95) -> Interv
     """
     k, n = _check_counts(k, n)
     alpha = 1 - _check_confidence(confidence)
+    from scipy import stats as sps  # imported on use: scipy.stats costs 0.4 s
+
     low = 0.0 if k == 0 else float(sps.beta.ppf(alpha / 2, k, n - k + 1))
     high = 1.0 if k == n else float(sps.beta.ppf(1 - alpha / 2, k + 1, n - k))
     return Interval(k / n, low, high)
@@ -281,6 +284,8 @@ def mcnemar_exact(b: int, c: int, *, mid_p: bool = False) -> McNemarResult:
     if n == 0:
         return McNemarResult(b, c, 1.0)
     m = min(b, c)
+    from scipy import stats as sps  # imported on use: scipy.stats costs 0.4 s
+
     tail = float(sps.binom.cdf(m, n, 0.5))
     if mid_p:
         tail -= 0.5 * float(sps.binom.pmf(m, n, 0.5))
@@ -288,7 +293,7 @@ def mcnemar_exact(b: int, c: int, *, mid_p: bool = False) -> McNemarResult:
 
 
 def mcnemar(outcomes_a: Any, outcomes_b: Any, *, mid_p: bool = False) -> McNemarResult:
-    """Exact McNemar test of two models' paired outcomes (see :func:`mcnemar_exact`).
+    """Exact McNemar test of two models' paired outcomes (see `mcnemar_exact`).
 
     Args:
         outcomes_a: ``(n,)`` bool, model A correct per image.
@@ -479,6 +484,8 @@ def cochran_q(outcomes: Any) -> CochranQResult:
     if denom == 0:
         return CochranQResult(0.0, k - 1, 1.0)
     q = (k - 1) * (k * sum(v * v for v in col) - total**2) / denom
+    from scipy import stats as sps  # imported on use: scipy.stats costs 0.4 s
+
     return CochranQResult(float(q), k - 1, float(sps.chi2.sf(q, k - 1)))
 
 
@@ -523,7 +530,7 @@ def pairwise_mcnemar(
 ) -> list[PairwiseResult]:
     """Exact McNemar for every pair of models, with Holm's correction over the pairs.
 
-    The usual follow-up to a significant :func:`cochran_q`.
+    The usual follow-up to a significant [`cochran_q`][embedcam.stats.cochran_q].
 
     Args:
         outcomes: ``(n_images, k_models)`` bool.
@@ -531,7 +538,8 @@ def pairwise_mcnemar(
         alpha: Family-wise error rate for the ``reject`` flags.
 
     Returns:
-        One :class:`PairwiseResult` per pair ``i < j``, in order ``(0, 1), (0, 2), ...``.
+        One [`PairwiseResult`][embedcam.stats.PairwiseResult] per pair ``i < j``, in order
+        ``(0, 1), (0, 2), ...``.
 
     Raises:
         ShapeError: If ``outcomes`` is not 2-D with at least two columns.
@@ -563,8 +571,9 @@ def cohen_kappa(judge: Any, reference: Any) -> Agreement:
         reference: ``(n,)`` bool, the reference verdicts (e.g. human or ground truth).
 
     Returns:
-        An :class:`Agreement`; kappa is NaN when ``p_e = 1`` (both raters constant and equal),
-        sensitivity / specificity NaN when the reference has no positive / negative.
+        An [`Agreement`][embedcam.stats.Agreement]; kappa is NaN when ``p_e = 1`` (both raters
+        constant and equal), sensitivity / specificity NaN when the reference has no positive /
+        negative.
 
     Raises:
         ShapeError: If the arrays are not 1-D of equal length.

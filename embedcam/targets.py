@@ -4,18 +4,20 @@ A classifier CAM explains a class logit. An embedding model has no logits, so em
 similarity instead (the recipe of Volnova and Suschinskiy, 2026, after the similarity targets of
 the pytorch-grad-cam embeddings tutorial):
 
-* :class:`CentroidTarget` - cosine similarity between each image's embedding and the centroid of
-  its class (the paper's recipe: the *true* class, whatever the classifier predicted);
-* :class:`ReferenceTarget` - cosine similarity to any reference embedding per image (a query, a
-  gallery match, a prototype);
-* :class:`ContrastiveTarget` - cosine to the own centroid minus cosine to the most similar *other*
-  centroid: what separates the image from its nearest competitor, which is what tells sibling
-  classes apart.
+* [`CentroidTarget`][embedcam.targets.CentroidTarget] - cosine similarity between each image's
+  embedding and the centroid of its class (the paper's recipe: the *true* class, whatever the
+  classifier predicted);
+* [`ReferenceTarget`][embedcam.targets.ReferenceTarget] - cosine similarity to any reference
+  embedding per image (a query, a gallery match, a prototype);
+* [`ContrastiveTarget`][embedcam.targets.ContrastiveTarget] - cosine to the own centroid minus
+  cosine to the most similar *other* centroid: what separates the image from its nearest competitor,
+  which is what tells sibling classes apart.
 
 Every target is a callable ``(B, D) -> (B,)`` on a batch of embeddings and offers
-:meth:`EmbeddingTarget.as_gradcam_targets` for pytorch-grad-cam, whose API wants one callable per
-sample. Invalid inputs (NaN or zero-norm vectors, labels outside ``[0, C)``, a batch of the wrong
-size) raise errors from :mod:`embedcam.errors` instead of returning NaN scores.
+[`EmbeddingTarget.as_gradcam_targets`][embedcam.targets.EmbeddingTarget.as_gradcam_targets] for
+pytorch-grad-cam, whose API wants one callable per sample. Invalid inputs (NaN or zero-norm vectors,
+labels outside ``[0, C)``, a batch of the wrong size) raise errors from
+[`embedcam.errors`][embedcam.errors] instead of returning NaN scores.
 
 Examples:
     >>> import torch, embedcam as ec
@@ -61,9 +63,10 @@ def _cosine_rows(e: Tensor, ref: Tensor) -> Tensor:
 class EmbeddingTarget(ABC):
     """Base class of embedding targets: a score per image computed from its embedding.
 
-    Subclasses implement :meth:`score`; :meth:`__call__` validates the embeddings once (shape,
+    Subclasses implement [`score`][embedcam.targets.EmbeddingTarget.score];
+    [`__call__`][embedcam.targets.EmbeddingTarget.__call__] validates the embeddings once (shape,
     batch size, NaN, zero norm) and then calls it. A target built for a fixed batch (one label or
-    reference per image) has :attr:`batch_size`; a batch-agnostic target has ``None``.
+    reference per image) has `batch_size`; a batch-agnostic target has ``None``.
     """
 
     #: Number of images the target was built for, or ``None`` when any batch size works.
@@ -116,7 +119,7 @@ class EmbeddingTarget(ABC):
         return self.score(embeddings)
 
     def check_batch(self, batch_size: int) -> None:
-        """Raise :class:`~embedcam.errors.ShapeError` if ``batch_size`` does not fit the target.
+        """Raise `ShapeError` if ``batch_size`` does not fit the target.
 
         Args:
             batch_size: number of images about to be scored.
@@ -138,7 +141,7 @@ class EmbeddingTarget(ABC):
 
         Args:
             batch_size: required for batch-agnostic targets (a single reference embedding); must
-                match :attr:`batch_size` otherwise.
+                match `batch_size` otherwise.
 
         Returns:
             A list of ``B`` callables mapping a ``(D,)`` embedding to a scalar score.

@@ -222,7 +222,7 @@ def test_judge_from_scores_equals_judge_on_maps(shelf):
     cents = ec.ClassCentroids.fit(net, loader(shelf, "train"), progress=False)
     for judge in (
         ec.Judge(),
-        ec.Judge(criterion="paper", share=0.3),
+        ec.Judge(criterion="paper", positive_share=0.3),
         ec.Judge(criterion=("energy", "pointing"), combine="any", energy=0.4),
     ):
         recs = ec.explain_dataset(net, qry, cents, RECIPES, judge=judge, progress=False)

@@ -1,5 +1,3 @@
-import doctest
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,11 +20,6 @@ EXPECTED = torch.tensor(
     ],
     dtype=torch.bool,
 )
-
-
-def test_doctests():
-    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-    assert doctest.testmod(bx, optionflags=flags).failed == 0
 
 
 def test_rasterise_off_centre_box_on_non_square_image():

@@ -12,7 +12,14 @@ from torch import nn
 import embedcam as ec
 from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError, UnsupportedError
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread while this module runs (the machine is shared); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class SmallCNN(nn.Module):
@@ -561,3 +568,151 @@ def test_gradcam_backend_layer_off_the_path(layer, message):
         )
     assert _hooks(model) == 0
     assert all(p.requires_grad and p.grad is None for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- method registry
+
+
+def activation_sum(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """A plain activation map: the channel sum of the layer output (ignores the gradient)."""
+    return acts.sum(dim=1)
+
+
+def two_channel_net() -> nn.Module:
+    """1x1 conv with weights (1, 2) and no bias, then global mean: A0 = x, A1 = 2x, e = mean(A)."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([1.0, 2.0]).reshape(2, 1, 1, 1))
+    return net
+
+
+@pytest.fixture
+def registered():
+    """Register ``activation_sum`` as "act-sum" for one test; always removed afterwards."""
+    ec.cam.register_method("act-sum", activation_sum)
+    try:
+        yield "act-sum"
+    finally:
+        if "act-sum" in ec.available_methods("native"):
+            ec.cam.unregister_method("act-sum")
+
+
+def test_a_registered_method_is_seen_everywhere(registered):
+    net = two_channel_net()
+    assert ec.available_methods("native")[-1] == "act-sum"
+    assert "act-sum" not in ec.available_methods("grad-cam")
+    ec.cam.check_method("act-sum", "native")
+    assert ec.cam.FORMULAS["act-sum"] is activation_sum
+    assert ec.cam.BACKENDS["native"][-1] == "act-sum"
+    recipe = ec.Recipe(layer="0", method="act-sum")
+    recipe.check()
+    # x = [[1, 2], [3, 4]]: A0 = x and A1 = 2x, so raw = A0 + A1 = 3x = [[3, 6], [9, 12]], and the
+    # min-max map is (raw - 3) / 9. e = (mean x, 2 mean x) = (2.5, 5): cos to (1, 1) = 3/sqrt(10).
+    target = ec.ReferenceTarget(torch.ones(2))
+    for cam in (ec.EmbeddingCAM(net, "0", method="act-sum"), recipe.cam(net)):
+        res = cam(X, target)
+        assert res.method == "act-sum" and res.backend == "native"
+        assert torch.equal(res.raw, torch.tensor([[[3.0, 6.0], [9.0, 12.0]]]))
+        torch.testing.assert_close(res.maps, torch.tensor([[[0.0, 1 / 3], [2 / 3, 1.0]]]))
+        torch.testing.assert_close(res.scores, torch.tensor([3 / math.sqrt(10)]))
+        assert res.empty.tolist() == [False]
+    with pytest.raises(UnsupportedError, match="backend 'captum' does not implement 'act-sum'"):
+        ec.EmbeddingCAM(net, "0", method="act-sum", backend="captum")
+
+
+def test_a_registered_method_gets_the_gradients():
+    model, images = make_small(3), torch.randn(2, 3, 16, 16)
+    target = centroid_target(model, images)
+    ec.cam.register_method("my-hirescam", lambda acts, grads: (grads * acts).sum(dim=1))
+    try:
+        mine = ec.EmbeddingCAM(model, "features.10", method="my-hirescam")(images, target)
+    finally:
+        ec.cam.unregister_method("my-hirescam")
+    ref = ec.EmbeddingCAM(model, "features.10", method="hirescam")(images, target)
+    assert torch.equal(mine.raw, ref.raw) and torch.equal(mine.maps, ref.maps)
+    with pytest.raises(ConfigurationError, match="unknown CAM method 'my-hirescam'"):
+        ec.EmbeddingCAM(model, "features.10", method="my-hirescam")
+
+
+def test_registering_again_needs_overwrite(registered):
+    net = two_channel_net()
+    before = ec.EmbeddingCAM(net, "0", method="act-sum")
+    with pytest.raises(ConfigurationError, match="'act-sum' is already registered"):
+        ec.cam.register_method("act-sum", lambda a, g: -a.sum(1))
+    ec.cam.register_method("act-sum", lambda a, g: -a.sum(1), overwrite=True)
+    target = ec.ReferenceTarget(torch.ones(2))
+    assert torch.equal(ec.EmbeddingCAM(net, "0", method="act-sum")(X, target).raw, -3 * X[:, 0])
+    # A CAM keeps the formula it was built with.
+    assert torch.equal(before(X, target).raw, 3 * X[:, 0])
+    with pytest.raises(ConfigurationError, match="'scorecam' is already a method of backend"):
+        ec.cam.register_method("scorecam", activation_sum)
+
+
+def test_overwriting_a_builtin_and_restoring_it():
+    with pytest.raises(ConfigurationError, match="built-in CAM method"):
+        ec.cam.unregister_method("gradcam")
+    ec.cam.register_method("gradcam", activation_sum, overwrite=True)
+    try:
+        raw = ec.EmbeddingCAM(two_channel_net(), "0")(X, ec.ReferenceTarget(torch.ones(2))).raw
+    finally:
+        ec.cam.unregister_method("gradcam")
+    assert torch.equal(raw, 3 * X[:, 0])
+    assert ec.cam.FORMULAS["gradcam"] is ec.cam.weights.gradcam
+    with pytest.raises(ConfigurationError, match="'nope' is not a native CAM method"):
+        ec.cam.unregister_method("nope")
+
+
+@pytest.mark.parametrize(
+    ("name", "fn", "message"),
+    [
+        ("", activation_sum, "method name must be"),
+        ("My CAM", activation_sum, "method name must be"),
+        ("a,b", activation_sum, "method name must be"),
+        ("a/b", activation_sum, "method name must be"),
+        (3, activation_sum, "method name must be"),
+        ("ok-name", None, "fn must be a callable"),
+        ("ok-name", "gradcam", "fn must be a callable"),
+        ("ok-name", lambda acts: acts, r"cannot be called as fn\(acts, grads\)"),
+        ("ok-name", lambda a, g, extra: a, r"cannot be called as fn\(acts, grads\)"),
+    ],
+)
+def test_bad_registrations_raise(name, fn, message):
+    with pytest.raises(ConfigurationError, match=message):
+        ec.cam.register_method(name, fn)
+    assert "ok-name" not in ec.available_methods("native")
+
+
+def test_a_method_returning_the_wrong_shape_raises():
+    ec.cam.register_method("wrong-shape", lambda acts, grads: acts)
+    try:
+        cam = ec.EmbeddingCAM(two_channel_net(), "0", method="wrong-shape")
+        with pytest.raises(ShapeError, match=r"'wrong-shape' returned \(1, 2, 2, 2\), expected"):
+            cam(X, ec.ReferenceTarget(torch.ones(2)))
+    finally:
+        ec.cam.unregister_method("wrong-shape")
+
+
+def test_formulas_assignment_still_registers_but_warns():
+    with pytest.warns(DeprecationWarning, match="register_method"):
+        ec.cam.FORMULAS["old-style"] = activation_sum
+    try:
+        assert ec.available_methods("native")[-1] == "old-style"
+        raw = ec.EmbeddingCAM(two_channel_net(), "0", method="old-style")(
+            X, ec.ReferenceTarget(torch.ones(2))
+        ).raw
+        assert torch.equal(raw, 3 * X[:, 0])
+    finally:
+        with pytest.warns(DeprecationWarning, match="unregister_method"):
+            del ec.cam.FORMULAS["old-style"]
+    assert "old-style" not in ec.available_methods("native")
+    assert list(ec.cam.FORMULAS) == ["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam"]
+
+
+def test_cam_module_doctests():
+    import doctest
+
+    from embedcam.cam import core, registry, result
+
+    for module in (core, registry, result):
+        outcome = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert outcome.attempted > 0 and outcome.failed == 0, module

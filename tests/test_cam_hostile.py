@@ -21,7 +21,15 @@ from embedcam.errors import (
     UnsupportedError,
 )
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread while this module runs (the machine is shared); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 BACKENDS = ["native", "grad-cam", "captum"]
 

@@ -5,18 +5,11 @@ One test per defect of an adversarial review; each failed before its fix.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from paper_sku.train import (  # noqa: E402
+from paper_sku.train import (
     CHECKPOINT_NAME,
     TrainConfig,
     build_model,
@@ -24,11 +17,14 @@ from paper_sku.train import (  # noqa: E402
     load_model,
     train,
 )
-from skubench.config import build_config  # noqa: E402
-from torch.utils.data import TensorDataset  # noqa: E402
+from skubench.config import build_config
+from torch import nn
+from torch.utils.data import TensorDataset
 
-from embedcam.cli import _load_weights  # noqa: E402
-from embedcam.errors import ConfigurationError, DataError  # noqa: E402
+from embedcam.cli import _load_weights
+from embedcam.errors import ConfigurationError, DataError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(tmp_path: Path, **extra: object) -> TrainConfig:

@@ -7,11 +7,9 @@ store photos in ``<split>/<class>/*.jpg``.
 
 from __future__ import annotations
 
-import doctest
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -518,16 +516,27 @@ def test_val_and_validation_folders_are_the_valid_split(tmp_path: Path) -> None:
 # -- speed and docs -------------------------------------------------------------------------------
 
 
-def test_build_is_fast(tmp_path: Path) -> None:
-    t = time.perf_counter()
-    compose_export(ICONIC, PHOTOS, tmp_path / "fast", {**TINY, "images_per_class": {"train": 10}})
-    assert time.perf_counter() - t < 5.0  # 60 images; about 0.3 s on a 2-core machine
+def test_build_decodes_each_photo_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What keeps a build fast: no photo is decoded twice, backgrounds at JPEG draft size."""
+    decoded: list[tuple[str, str, int | None]] = []
+    decode = composite_module._decode
 
+    def counting_decode(path: Path, what: str, draft: int | None = None, **kw: object) -> object:
+        decoded.append((Path(path).relative_to(FIXTURE).as_posix(), what, draft))
+        return decode(path, what, draft, **kw)
 
-def test_doctests_of_composite_modules() -> None:
-    for module in (composite_module, seg):
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-        assert result.failed == 0 and result.attempted > 0
+    monkeypatch.setattr(composite_module, "_decode", counting_decode)
+    cfg = {**TINY, "images_per_class": {"train": 10}}
+    index = compose_export(ICONIC, PHOTOS, tmp_path / "fast", cfg)
+    assert len(index) == 60  # 6 classes x 10 images
+    cutouts = [name for name, what, _ in decoded if what == "cut-out photo"]
+    assert sorted(cutouts) == sorted(f"iconic/{p.name}" for p in ICONIC.iterdir())  # once each
+    backgrounds = [(name, draft) for name, what, draft in decoded if what == "background photo"]
+    assert len(cutouts) + len(backgrounds) == len(decoded)
+    names = [name for name, _ in backgrounds]
+    assert len(names) == len(set(names)) and len(names) <= 48  # 48 photos, none decoded twice
+    draft = math.ceil(64 / CompositeConfig().background_crop[0])
+    assert {d for _, d in backgrounds} == {draft}
 
 
 def test_no_image_shows_a_photo_filed_under_its_own_class(tmp_path: Path) -> None:

@@ -12,10 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PASSES = ("embed", "explain")
 
 
+@pytest.mark.slow
 def test_dataset_speed_quick_json_schema(tmp_path):
     out = tmp_path / "dataset_speed.json"
     proc = subprocess.run(

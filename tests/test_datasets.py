@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import shutil
 from pathlib import Path
@@ -405,13 +404,3 @@ def test_index_validation_rejects_inconsistent_samples() -> None:
     )
     with pytest.raises(DataError, match=r"y\.jpg.*x1 <= x0"):
         DatasetIndex.build(root=".", format="coco", classes=["a"], samples=[boxed], has_boxes=True)
-
-
-def test_doctests_of_dataset_modules() -> None:
-    import embedcam.datasets.index as index_mod
-    import embedcam.datasets.roboflow as roboflow_mod
-    import embedcam.datasets.torch_dataset as torch_mod
-
-    for mod in (index_mod, roboflow_mod, torch_mod):
-        result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-        assert result.failed == 0 and result.attempted > 0, mod.__name__

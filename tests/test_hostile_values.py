@@ -30,7 +30,7 @@ from embedcam.errors import (
     EmbedcamValueError,
     ShapeError,
 )
-from embedcam.pipeline import DatasetRecords, _as_recipes
+from embedcam.pipeline import DatasetRecords, as_recipes
 
 # ---------------------------------------------------------------- scoring: empty batches
 
@@ -308,14 +308,14 @@ def test_unreadable_centroid_files(tmp_path):
 
 def test_recipe_lists_and_judge_settings():
     with pytest.raises(ConfigurationError, match="recipes is empty"):
-        _as_recipes([])
+        as_recipes([])
     with pytest.raises(ConfigurationError, match="recipes must be a Recipe or a list"):
-        _as_recipes(None)  # type: ignore[arg-type]
+        as_recipes(None)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="recipes must be a Recipe or a list"):
-        _as_recipes("centroid/layer4/gradcam")  # type: ignore[arg-type]
+        as_recipes("centroid/layer4/gradcam")  # type: ignore[arg-type]
     r = ec.Recipe(layer="1")
     with pytest.raises(ConfigurationError, match=r"repeated: \['centroid/1/gradcam'\]"):
-        _as_recipes([r, ec.Recipe(layer="1")])
+        as_recipes([r, ec.Recipe(layer="1")])
     with pytest.raises(ConfigurationError, match="Recipe.parse needs a string"):
         ec.Recipe.parse(None)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="energy"):

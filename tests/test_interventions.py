@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 from pathlib import Path
 
@@ -166,8 +165,3 @@ def test_on_synthetic_data_with_exact_masks(tmp_path: Path) -> None:
     m = masks[:, None].expand_as(images)
     assert torch.equal(mixed[m], images[m])
     assert bool((labels[donors] != labels).all())
-
-
-def test_doctests() -> None:
-    result = doctest.testmod(iv, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted > 0

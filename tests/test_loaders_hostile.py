@@ -9,7 +9,7 @@ import torch
 from embedcam._loaders import parse_batch
 from embedcam.errors import DataError, EmbedcamError, EmbedcamValueError, ShapeError
 
-IMAGES = torch.rand(2, 3, 8, 8)
+IMAGES = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))  # global RNG untouched
 LABELS = torch.tensor([0, 1])
 
 

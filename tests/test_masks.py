@@ -1,19 +1,13 @@
-import doctest
-
 import numpy as np
 import pytest
 import torch
 
 import embedcam as ec
+from embedcam import _regions
 from embedcam import masks as mk
 from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
 
 MAP = torch.tensor([[[0.0, 0.1, 0.2, 1.0], [-0.5, 0.15, 0.6, 0.4]]])
-
-
-def test_doctests():
-    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-    assert doctest.testmod(mk, optionflags=flags).failed == 0
 
 
 def test_positive_and_relative_regions():
@@ -137,7 +131,7 @@ def _ref_largest_box(regions: torch.Tensor, connectivity: int) -> torch.Tensor:
 def test_batched_labelling_equals_per_image_skimage(monkeypatch, connectivity, chunk):
     # equal-sized components (ties) in a sparse random field, empty and full images; a tiny
     # chunk forces several ndimage.label calls per batch
-    monkeypatch.setattr(mk, "_LABEL_CHUNK_PIXELS", chunk)
+    monkeypatch.setattr(_regions, "LABEL_CHUNK_PIXELS", chunk)
     g = torch.Generator().manual_seed(connectivity)
     regions = torch.rand(30, 7, 9, generator=g) < 0.35
     regions[3] = False

@@ -6,6 +6,7 @@ One test per defect of an adversarial review; each failed before its fix.
 from __future__ import annotations
 
 import errno
+import functools
 import importlib.util
 import json
 import os
@@ -20,29 +21,26 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skubench import report
+from skubench.config import build_config
+
+import embedcam.atomic as atomic
+from embedcam.cli import main
+from embedcam.errors import ConfigurationError, DataError
+from embedcam.report import Report, image_grid, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from skubench import report  # noqa: E402
-from skubench.config import build_config  # noqa: E402
-
-import embedcam._atomic as atomic  # noqa: E402
-from embedcam.cli import main  # noqa: E402
-from embedcam.errors import ConfigurationError, DataError  # noqa: E402
-from embedcam.report import Report, image_grid, markdown_table  # noqa: E402
 
 
-def _load_sku() -> Any:
+@functools.cache
+def _sku() -> Any:
+    """benchmarks/sku.py as a module, loaded on first use (not when this file is imported)."""
     spec = importlib.util.spec_from_file_location("sku_hostile", ROOT / "benchmarks" / "sku.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
-
-sku = _load_sku()
 
 HOSTILE = ["<script>alert(1)</script>", "a|b", "*x*", "**y**"]
 
@@ -98,7 +96,7 @@ def _results(models: list[str] | None = None, source: str = "export") -> dict[st
 def _write_benchmark(results: dict[str, Any], out: Path, figures: list | None = None) -> None:
     cfg = SimpleNamespace(preset="quick", seeds=[0])
     data = SimpleNamespace(source=results["data"]["source"])
-    sku.write_outputs(results, figures or [], cfg, data, out)
+    _sku().write_outputs(results, figures or [], cfg, data, out)
 
 
 @pytest.fixture
@@ -259,7 +257,7 @@ def test_benchmark_config_refuses_empty_lists(field):
 
 
 def test_benchmark_seeds_zero_exits_non_zero(tmp_path, capsys):
-    assert sku.main(["--preset", "smoke", "--seeds", "0", "--out", str(tmp_path / "o")]) == 2
+    assert _sku().main(["--preset", "smoke", "--seeds", "0", "--out", str(tmp_path / "o")]) == 2
     assert "seeds" in capsys.readouterr().out
     assert not (tmp_path / "o").exists()
 
@@ -267,7 +265,8 @@ def test_benchmark_seeds_zero_exits_non_zero(tmp_path, capsys):
 def test_benchmark_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
     out = tmp_path / "results.txt"
     out.write_text("keep")
-    assert sku.main(["--preset", "smoke", "--out", str(out), "--cache", str(tmp_path / "c")]) == 2
+    args = ["--preset", "smoke", "--out", str(out), "--cache", str(tmp_path / "c")]
+    assert _sku().main(args) == 2
     text = capsys.readouterr().out
     assert "is a file" in text and "results.txt" in text
     assert out.read_text() == "keep" and not (tmp_path / "c").exists()

@@ -26,13 +26,48 @@ def test_dataset_index_repr_is_a_summary(tmp_path):
     assert "samples=5000" in text and "'train': 4000" in text and "'test': 1000" in text
 
 
-def test_centroids_and_cam_result_reprs():
-    cents = ec.ClassCentroids.from_embeddings(torch.randn(1000, 64), torch.arange(1000) % 10)
-    assert repr(cents) == "ClassCentroids(classes=10, dim=64, images=1000, normalized=False)"
+def test_centroids_repr_is_one_short_line():
+    # Two classes of two 3-d embeddings each, one class without samples.
+    small = ec.ClassCentroids.from_embeddings(
+        torch.eye(3)[[0, 0, 1, 1]], torch.tensor([0, 0, 2, 2]), num_classes=3, allow_empty=True
+    )
+    assert repr(small) == (
+        "ClassCentroids(centroids=(3, 3) float32 cpu, images=4, empty_classes=1, normalized=False)"
+    )
+    big = ec.ClassCentroids.from_embeddings(torch.randn(20_000, 512), torch.arange(20_000) % 1000)
+    text = repr(big)
+    assert text == (
+        "ClassCentroids(centroids=(1000, 512) float32 cpu, images=20000, empty_classes=0, "
+        "normalized=False)"
+    )
+    assert str(big) == text and "\n" not in text
+
+
+def test_cam_result_repr_names_shapes_and_fields_not_values():
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
     )
-    res = ec.EmbeddingCAM(net, "1")(torch.rand(50, 3, 8, 8), ec.ReferenceTarget(torch.ones(4)))
-    text = repr(res)
-    assert text.startswith("CamResult(images=50, size=(8, 8), grid=(6, 6), empty=")
-    assert len(text) < 200
+    with torch.no_grad():
+        net[0].weight.fill_(0.1)
+        net[0].bias.zero_()
+    # Equal filters give four equal channels, so the embedding is parallel to (1, 1, 1, 1): the
+    # cosine is at its maximum 1, its gradient is zero and both maps are empty.
+    res = ec.EmbeddingCAM(net, "1")(torch.rand(2, 3, 8, 8), ec.ReferenceTarget(torch.ones(4)))
+    assert repr(res) == (
+        "CamResult(maps=(2, 8, 8) float32 cpu, raw=(2, 6, 6), layer='1', method='gradcam', "
+        "backend='native', empty=2/2)"
+    )
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )
+    big = ec.EmbeddingCAM(net, "1", method="hirescam")(
+        torch.rand(64, 3, 96, 96), ec.ReferenceTarget(torch.randn(16))
+    )
+    text = repr(big)
+    head = "CamResult(maps=(64, 96, 96) float32 cpu, raw=(64, 94, 94), layer='1', "
+    assert text == head + f"method='hirescam', backend='native', empty={int(big.empty.sum())}/64)"
+    assert str(big) == text and len(text) < 130

@@ -1,9 +1,10 @@
-import doctest
 import importlib.util
 import math
 import subprocess
 import sys
+import typing
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from hypothesis import strategies as st
 import embedcam as ec
 from embedcam import scoring as sc
 from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
+from embedcam.scoring import _kernels as kernels
+from embedcam.scoring import judge, records, scores
 
 nan = float("nan")
 
@@ -35,11 +38,6 @@ REGION = ec.boxes_to_masks([BOX], size=(3, 5))
 
 def close(t: torch.Tensor, expected: list[float]) -> bool:
     return torch.allclose(t.double(), torch.tensor(expected, dtype=torch.float64), atol=1e-6)
-
-
-def test_doctests():
-    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-    assert doctest.testmod(sc, optionflags=flags).failed == 0
 
 
 def test_region_is_where_the_box_is():
@@ -149,7 +147,9 @@ def test_all_zero_map_is_no_evidence_never_a_hit():
     assert rec.region_recall.tolist() == [0.0]
     assert rec.wsol_box_iou.tolist() == [0.0]
     for criterion in sc.CRITERIA:
-        assert not sc.judge_features(maps, REGION, criterion, share=0.0, energy=0.0, iou=0.0)
+        assert not sc.judge_features(
+            maps, REGION, criterion, positive_share=0.0, energy=0.0, region_iou=0.0
+        )
 
 
 def test_whole_image_region():
@@ -221,23 +221,25 @@ def test_box_map_ceiling_orders_and_errors():
 def test_judge_criteria_on_hand_case():
     # positive share 0.6, energy 8/11 = 0.727, pointing hit, region IoU 0.5, WSOL IoU 0.5
     assert sc.judge_features(MAP, REGION, "paper").tolist() == [True]  # share 0.6 >= 0.5
-    assert sc.judge_features(MAP, REGION, "paper", share=0.61).tolist() == [False]
+    assert sc.judge_features(MAP, REGION, "paper", positive_share=0.61).tolist() == [False]
     assert sc.judge_features(MAP, REGION).tolist() == [True]  # default: energy 0.727 >= 0.5
     assert sc.judge_features(MAP, REGION, energy=0.73).tolist() == [False]
     assert sc.judge_features(MAP, REGION, "energy", energy=0.72).tolist() == [True]
     assert sc.judge_features(MAP, REGION, "energy", energy=0.73).tolist() == [False]
     assert sc.judge_features(MAP, REGION, "pointing").tolist() == [True]
     assert sc.judge_features(MAP.flip(-1), REGION, "pointing").tolist() == [False]
-    assert sc.judge_features(MAP, REGION, "region_iou", iou=0.5).tolist() == [True]
-    assert sc.judge_features(MAP, REGION, "region_iou", iou=0.51).tolist() == [False]
+    assert sc.judge_features(MAP, REGION, "region_iou", region_iou=0.5).tolist() == [True]
+    assert sc.judge_features(MAP, REGION, "region_iou", region_iou=0.51).tolist() == [False]
     assert sc.judge_features(MAP, REGION, "wsol").tolist() == [True]
-    assert sc.judge_features(MAP, REGION, "wsol", box_iou=0.6).tolist() == [False]
+    assert sc.judge_features(MAP, REGION, "wsol", wsol_box_iou=0.6).tolist() == [False]
 
 
 def test_judge_combinations():
     both = ["paper", "energy"]
-    assert sc.judge_features(MAP, REGION, both, share=0.7).tolist() == [False]
-    assert sc.judge_features(MAP, REGION, both, share=0.7, combine="any").tolist() == [True]
+    assert sc.judge_features(MAP, REGION, both, positive_share=0.7).tolist() == [False]
+    assert sc.judge_features(MAP, REGION, both, positive_share=0.7, combine="any").tolist() == [
+        True
+    ]
     assert ec.judge_features(MAP, REGION, both).tolist() == [True]
 
 
@@ -248,8 +250,74 @@ def test_judge_errors():
         sc.judge_features(MAP, REGION, [])
     with pytest.raises(ConfigurationError, match="combine must be"):
         sc.judge_features(MAP, REGION, "paper", combine="most")  # type: ignore[arg-type]
-    with pytest.raises(EmbedcamValueError, match="share must be in"):
-        sc.judge_features(MAP, REGION, share=1.5)
+    with pytest.raises(EmbedcamValueError, match="positive_share must be in"):
+        sc.judge_features(MAP, REGION, positive_share=1.5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'shares'"):
+        sc.judge_features(MAP, REGION, shares=0.5)
+
+
+def test_criterion_type_lists_the_criteria():
+    assert typing.get_args(sc.Criterion) == sc.CRITERIA
+    assert sc.CRITERIA == ("paper", "energy", "pointing", "region_iou", "wsol")
+    hints = typing.get_type_hints(sc.judge_features)
+    assert hints["criterion"] == sc.Criterion | Sequence[sc.Criterion]
+
+
+@pytest.mark.parametrize(
+    ("criterion", "old", "new", "value", "verdict"),
+    [
+        # hand case: positive share 0.6, region IoU 0.5, WSOL IoU 0.5
+        ("paper", "share", "positive_share", 0.61, False),
+        ("paper", "share", "positive_share", 0.6, True),
+        ("region_iou", "iou", "region_iou", 0.51, False),
+        ("wsol", "box_iou", "wsol_box_iou", 0.6, False),
+    ],
+)
+def test_judge_features_old_threshold_names_warn_and_work(criterion, old, new, value, verdict):
+    with pytest.warns(DeprecationWarning, match=rf"\({old}=...\) is deprecated; use {new}="):
+        got = sc.judge_features(MAP, REGION, criterion, **{old: value})
+    assert got.tolist() == [verdict]
+    assert sc.judge_features(MAP, REGION, criterion, **{new: value}).tolist() == [verdict]
+    with (
+        pytest.warns(DeprecationWarning),
+        pytest.raises(ConfigurationError, match=f"pass {new}= only"),
+    ):
+        sc.judge_features(MAP, REGION, criterion, **{old: value, new: 0.2})
+
+
+def test_judge_old_field_names_warn_and_map_to_the_new_ones():
+    with pytest.warns(DeprecationWarning, match=r"Judge\(share=...\) is deprecated"):
+        j = ec.Judge(criterion="paper", share=0.61)
+    assert j == ec.Judge(criterion="paper", positive_share=0.61)
+    assert j.model_dump()["positive_share"] == 0.61 and "share" not in j.model_dump()
+    assert j(MAP, REGION).tolist() == [False]  # positive share 0.6 < 0.61
+    with pytest.warns(DeprecationWarning, match="region_iou"):
+        assert ec.Judge(iou=0.3).region_iou == 0.3
+    with pytest.warns(DeprecationWarning, match="wsol_box_iou"):
+        assert ec.Judge(box_iou=0.4).wsol_box_iou == 0.4
+    new = ec.Judge(positive_share=0.2, region_iou=0.3, wsol_box_iou=0.4)
+    for old, value in (("share", 0.2), ("iou", 0.3), ("box_iou", 0.4)):
+        with pytest.warns(DeprecationWarning, match=f"Judge.{old} is deprecated"):
+            assert getattr(new, old) == value
+    with pytest.raises(ConfigurationError, match="pass positive_share only"):
+        ec.Judge(share=0.2, positive_share=0.3)
+    with pytest.raises(ConfigurationError, match="unknown criterion 'iou'"):
+        ec.Judge(criterion="iou")
+
+
+def test_judge_and_single_pointing_game_default_to_strict():
+    # the hand case's maximum (4.0 at row 1, col 4) is on the object; flipped, it lies at
+    # column 0, three columns from the box: a miss when strict, a hit within 15 px
+    flipped = MAP.flip(-1)
+    assert sc.TORCHRAY_TOLERANCE == 15.0
+    assert sc.pointing_game(flipped, REGION).tolist() == [0.0]
+    assert ec.Judge(criterion="pointing")(flipped, REGION).tolist() == [False]
+    assert sc.judge_features(flipped, REGION, "pointing").tolist() == [False]
+    rec = sc.score_maps(flipped, REGION)
+    assert (rec.pointing_game.tolist(), rec.pointing_game_tolerant.tolist()) == ([0.0], [1.0])
+    tolerant = ec.Judge(criterion="pointing", tolerance=sc.TORCHRAY_TOLERANCE)
+    assert tolerant(flipped, REGION).tolist() == [True]
+    assert tolerant.from_scores({k: v.numpy() for k, v in rec.as_dict().items()}).tolist() == [True]
 
 
 # --- bad inputs ------------------------------------------------------------------------------
@@ -533,5 +601,50 @@ def test_auc_torch_path_equals_numpy_path():
     # the sort-with-mid-ranks path serves tensors on accelerators
     maps, regions = _tricky_batch(3)
     s, r = maps.clamp(min=0).flatten(1), regions.flatten(1)
-    fast = torch.from_numpy(sc._auc_pairs(s.numpy(), r.numpy()))
-    assert torch.equal(fast, sc._auc_pairs_torch(s, r))
+    fast = torch.from_numpy(kernels.auc_pairs(s.numpy(), r.numpy()))
+    assert torch.equal(fast, kernels.auc_pairs_torch(s, r))
+
+
+# --- package layout ------------------------------------------------------------------------
+
+
+def test_scoring_and_masks_import_no_other_modules_private_names():
+    # private modules (embedcam._regions, embedcam.scoring._kernels) are fine; their names are
+    # not underscored, so no module reaches into another module's privates
+    import ast
+
+    root = Path(sc.__file__).parent.parent
+    files = [*sorted((root / "scoring").glob("*.py")), root / "masks.py", root / "_regions.py"]
+    assert len(files) == 7
+    private = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("embedcam"):
+                private += [
+                    f"{path.name}: {a.name}"
+                    for a in node.names
+                    if a.name.startswith("_")
+                    and importlib.util.find_spec(f"{node.module}.{a.name}") is None
+                ]
+    assert private == []
+
+
+def test_package_reexports_the_public_names():
+    assert sc.__all__ == [
+        *("Negatives", "Criterion", "MapScores", "area_fraction", "energy_in_box"),
+        *("energy_lift", "pointing_game", "rank_accuracy", "pixel_auc", "region_iou"),
+        *("region_precision", "region_recall", "wsol_box_iou", "positive_evidence_share"),
+        *("no_evidence", "box_map_ceiling", "score_maps", "judge_features", "CRITERIA"),
+        "TORCHRAY_TOLERANCE",
+    ]
+    assert sc.score_maps is records.score_maps and sc.judge_features is judge.judge_features
+    assert sc.energy_in_box is scores.energy_in_box and ec.judge_features is judge.judge_features
+
+
+def test_importing_scoring_and_masks_loads_neither_scipy_nor_skimage():
+    code = (
+        "import sys, embedcam.scoring, embedcam.masks; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'skimage'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -6,6 +6,7 @@ Fast unit tests on small hand-made results dicts (the end-to-end smoke run is
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 import os
@@ -20,26 +21,23 @@ import pytest
 import torch
 from PIL import Image
 from rich.console import Console
+from skubench import io as skuio
+from skubench import report
+
+from embedcam.report import GridCell, Report, image_grid
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from skubench import io as skuio  # noqa: E402
-from skubench import report  # noqa: E402
-
-from embedcam.report import GridCell, Report, image_grid  # noqa: E402
 
 
-def _load_sku() -> Any:
+@functools.cache
+def _sku() -> Any:
+    """benchmarks/sku.py as a module, loaded on first use (not when this file is imported)."""
     spec = importlib.util.spec_from_file_location("sku_main", ROOT / "benchmarks" / "sku.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
-
-sku = _load_sku()
 
 ARLA = ["Arla-Ecological-Medium-Fat-Milk", "Arla-Ecological-Sour-Cream"]
 
@@ -169,13 +167,13 @@ def test_text_in_square_brackets_and_class_names_print_literally():
 def test_console_is_wide_when_the_output_is_logged(monkeypatch):
     monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
-    console = sku.make_console(file=io.StringIO(), record=True)
-    assert console.width == sku.LOG_WIDTH >= 150
+    console = _sku().make_console(file=io.StringIO(), record=True)
+    assert console.width == _sku().LOG_WIDTH >= 150
     line = "x" * 120
     console.print(line)
     assert line in console.export_text()  # one line, not wrapped at 80
     monkeypatch.setenv("COLUMNS", "100")  # an explicit width still wins
-    assert sku.make_console(file=io.StringIO()).width == 100
+    assert _sku().make_console(file=io.StringIO()).width == 100
 
 
 # 4 ------------------------------------------------------------------ audit progress
@@ -189,10 +187,10 @@ def test_one_line_per_model_as_each_audit_finishes(monkeypatch):
         c = SimpleNamespace(images=48, accuracy=0.75, macro_f1=0.5 + 0.1 * len(done))
         return SimpleNamespace(test=SimpleNamespace(classification=c))
 
-    monkeypatch.setattr(sku, "audit_model", fake_audit)
+    monkeypatch.setattr(_sku(), "audit_model", fake_audit)
     trained = [SimpleNamespace(name=n, seed=3) for n in ("triplet", "focal")]
     console = _console()
-    audits, times = sku.audit_all(trained, None, None, Path("."), console)
+    audits, times = _sku().audit_all(trained, None, None, Path("."), console)
     assert len(audits) == 2 and set(times) == {"triplet-seed3", "focal-seed3"}
     lines = [ln for ln in console.export_text().splitlines() if ln.startswith("audited")]
     assert len(lines) == 2

@@ -1,10 +1,11 @@
 """From the audits to the tables: Table 1, the control row, separation, calibration.
 
-Table 1 on the hard images and the paired tests come from :func:`embedcam.compare` over the loss
-models' audits; what is specific to the paper stays here: the control row on the same hard
-images, the shortcut check, which recipe separates the shortcut-trained models from the control,
-and the judge calibrated against an interventional ground truth. Every function returns plain
-JSON-ready dicts, so results.json holds every number the report shows.
+Table 1 on the hard images and the paired tests come from
+[`embedcam.compare`][embedcam.audit.compare] over the loss models' audits; what is specific to the
+paper stays here: the control row on the same hard images, the shortcut check, which recipe
+separates the shortcut-trained models from the control, and the judge calibrated against an
+interventional ground truth. Every function returns plain JSON-ready dicts, so results.json holds
+every number the report shows.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ THRESHOLDS: dict[str, tuple[float, ...]] = {
     "wsol": (0.3, 0.5),
 }
 #: The :class:`embedcam.Judge` field that holds each criterion's threshold.
-THRESHOLD_FIELD = {"paper": "share", "energy": "energy", "region_iou": "iou", "wsol": "box_iou"}
+THRESHOLD_FIELD = {
+    "paper": "positive_share",
+    "energy": "energy",
+    "region_iou": "region_iou",
+    "wsol": "wsol_box_iou",
+}
 
 
 def _f(x: float | None) -> float | None:
@@ -56,8 +62,8 @@ def _pred(audit: ec.AuditResult) -> np.ndarray:
 def hard_images(audits: list[ModelAudit], losses: list[str]) -> list[int]:
     """Test images misclassified by at least one of the loss models (the paper's hard set).
 
-    What :func:`embedcam.compare` computes; needed here only where it cannot run (one loss
-    model, or no boxes to judge features by).
+    What [`embedcam.compare`][embedcam.audit.compare] computes; needed here only where it cannot run
+    (one loss model, or no boxes to judge features by).
     """
     labels = _labels(audits)
     wrong = np.zeros(len(labels), dtype=bool)
@@ -102,7 +108,7 @@ def _with_verdicts(audit: ec.AuditResult, recipe: str, verdicts: list[bool]) -> 
 def compare_losses(
     audits: list[ModelAudit], cfg: SkuConfig, recipe: str, verdicts: dict[str, list[bool]] | None
 ) -> ec.Comparison | None:
-    """:func:`embedcam.compare` over the loss models (``verdicts`` replaces the audits')."""
+    """`compare` over the loss models (``verdicts`` replaces the audits')."""
     losses = [a for a in audits if a.name in cfg.losses]
     if len(losses) < 2:
         return None
@@ -527,8 +533,9 @@ def calibration(audits: list[ModelAudit], data: Data, cfg: SkuConfig) -> dict[st
     Ground truth per (image, model): the model's evidence is the object when its kNN prediction
     survives moving the object onto a foreign background (Mixed-Rand) *and* does not survive
     removing the object (Only-BG-B). Every (recipe, method, criterion, threshold) is judged from
-    the calibration audits' stored scores (:meth:`embedcam.Judge.from_scores`) and scored with
-    Cohen's kappa; the best is then reported on the test split.
+    the calibration audits' stored scores
+    ([`embedcam.Judge.from_scores`][embedcam.pipeline.Judge.from_scores]) and scored with Cohen's
+    kappa; the best is then reported on the test split.
     """
     if any(a.calibration is None for a in audits):
         return None

@@ -19,8 +19,8 @@ LOSSES = ("triplet", "focal", "flexible")
 class RecipeSpec(BaseModel):
     """One of the benchmark's explanation recipes, named relative to the paper's CNN.
 
-    Resolved per trained model and CAM method into an :class:`embedcam.Recipe` (see
-    :meth:`resolve`), which is what the library explains, scores and judges with.
+    Resolved per trained model and CAM method into an [`embedcam.Recipe`][embedcam.recipe.Recipe]
+    (see `resolve`), which is what the library explains, scores and judges with.
 
     Attributes:
         name: Short name used in tables and file names (the library recipe is
@@ -45,7 +45,7 @@ class RecipeSpec(BaseModel):
         return f"{self.name}/{method}"
 
     def resolve(self, model: Any, method: str) -> ec.Recipe:
-        """The :class:`embedcam.Recipe` of this spec for a ``paper_sku`` model and a method."""
+        """The `Recipe` of this spec for a ``paper_sku`` model and a method."""
         layer = model.cam_layer_name if self.layer == "last" else model.block_layer_names[-2]
         return ec.Recipe(
             layer=layer,
@@ -141,7 +141,8 @@ class SkuConfig(BaseModel):
         methods: CAM methods run for every recipe.
         recipes: Explanation recipes; the first, with the first method, is the paper's and
             defines Table 1.
-        judge_criterion: The judge criterion of Table 1 (:class:`embedcam.Judge`).
+        judge_criterion: The judge criterion of Table 1
+            ([`embedcam.Judge`][embedcam.pipeline.Judge]).
         judge_share: Threshold of the ``"paper"`` criterion.
         darken_factor: Brightness of darkened pixels in the figures.
         figures: Number of hard images in the paper-style figure.
@@ -177,7 +178,7 @@ class SkuConfig(BaseModel):
 
     def judge(self) -> ec.Judge:
         """The judge of Table 1 (the audits' per-image verdicts)."""
-        return ec.Judge(criterion=self.judge_criterion, share=self.judge_share)
+        return ec.Judge(criterion=self.judge_criterion, positive_share=self.judge_share)
 
     @property
     def table1_recipe(self) -> str:
@@ -273,7 +274,7 @@ def build_config(
     """Preset, then a YAML/JSON file, then ``key.sub=value`` overrides, then keyword fields.
 
     Args:
-        preset: One of :data:`PRESETS`.
+        preset: One of `PRESETS`.
         file: A YAML or JSON file with any subset of the config fields.
         overrides: ``dotted.key=value`` strings (values parsed as YAML: ``seeds=[0,1]``).
         **fields: Top-level or nested fields (dicts) set last.

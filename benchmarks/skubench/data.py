@@ -68,7 +68,7 @@ class Split:
 
 
 class _SplitItems(Dataset):
-    """A :class:`Split` as a map-style dataset of item dicts (see :meth:`Split.loader`)."""
+    """A `Split` as a map-style dataset of item dicts (see `Split.loader`)."""
 
     def __init__(self, split: Split, masks: bool) -> None:
         self.split, self.masks = split, masks

@@ -1,4 +1,4 @@
-"""Per-model measurements: one :func:`embedcam.audit` per trained model and split.
+"""Per-model measurements: one [`embedcam.audit`][embedcam.audit] per trained model and split.
 
 Every trained model is audited twice with the library: on the test split (Table 1: kNN against
 its training gallery, every recipe explained, scored and judged, the interventions) and on the
@@ -207,7 +207,7 @@ class FigureMaps:
     maps: dict[str, dict[str, Tensor]]
 
     def get(self, model: str, recipe: str, positions: list[int]) -> Tensor:
-        """The maps of ``positions`` (each must be in :attr:`positions`)."""
+        """The maps of ``positions`` (each must be in `positions`)."""
         rows = [self.positions.index(p) for p in positions]
         return self.maps[model][recipe][rows]
 

@@ -1,6 +1,6 @@
 """Atomic writes for the benchmark's outputs: thin wrappers of the library's writer.
 
-``embedcam._atomic`` writes through a temporary file in the destination folder, fsyncs it and
+`embedcam.atomic` writes through a temporary file in the destination folder, fsyncs it and
 renames it into place, and gives the result the permissions of any new file (``0o666 & ~umask``;
 ``tempfile.mkstemp`` alone would leave it ``0600``). ``atomic_outputs`` stages the files of one
 run and moves them into place together (all or nothing, ``results.json`` last).
@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from embedcam._atomic import atomic_outputs
-from embedcam._atomic import atomic_write_text as _library_write_text
+from embedcam.atomic import atomic_outputs
+from embedcam.atomic import atomic_write_text as _library_write_text
 
 __all__ = ["atomic_outputs", "atomic_write_json", "atomic_write_text"]
 

@@ -41,7 +41,7 @@ def _cells(rows: list[list[str]]) -> list[list[str]]:
 
 
 def _escaped(table: tuple[list[str], list[list[str]]]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of a table builder as literal text (see :func:`_cells`)."""
+    """Headers and rows of a table builder as literal text (see `_cells`)."""
     headers, rows = table
     return [_lit(h) for h in headers], _cells(rows)
 
@@ -146,7 +146,7 @@ def audit_line(
 
 
 def print_data(console: Console, source: str, classes: list[str], sizes: dict[str, int]) -> None:
-    """Print :func:`data_line` literally (class names and paths are data, not rich markup)."""
+    """Print `data_line` literally (class names and paths are data, not rich markup)."""
     console.print(escape(data_line(source, classes, sizes)))
 
 
@@ -159,7 +159,7 @@ def print_audit(
     accuracy: float,
     macro_f1: float,
 ) -> None:
-    """Print :func:`audit_line` literally."""
+    """Print `audit_line` literally."""
     console.print(escape(audit_line(name, seed, images, seconds, accuracy, macro_f1)))
 
 
@@ -692,7 +692,7 @@ def pick_cases(seed_res: dict[str, Any], cfg: SkuConfig, per_kind: int) -> dict[
     (class and features wrong, every model: every panel red).
 
     ``cfg`` is kept for the call signature; the models are those of ``per_image``, which are
-    the columns of the galleries (:func:`case_rows`).
+    the columns of the galleries (`case_rows`).
     """
     del cfg
     names = list(seed_res["per_image"]["models"])
@@ -897,7 +897,7 @@ def make_figures(
     out: Path,
 ) -> list[tuple[Path, str]]:
     """Figures 1-4 of the paper for chosen hard images, a gallery of instructive cases, and the
-    recipe comparison, from the maps of :func:`figure_plan`'s images."""
+    recipe comparison, from the maps of `figure_plan`'s images."""
     figs: list[tuple[Path, str]] = []
     cols = ["image"] + list(seed_res["per_image"]["models"])
     for key, idx in plan.items():
@@ -932,9 +932,9 @@ def write_reports(
 ) -> None:
     """table1.md, report.md and a self-contained report.html (tables and figures).
 
-    Written all or nothing (joining the run's :func:`~skubench.io.atomic_outputs` block when
-    there is one): on any error the old files stay, complete. Every name from the data or the
-    config (classes, models, recipes, files) is shown as written, never as Markdown or HTML.
+    Written all or nothing (joining the run's [`atomic_outputs`][embedcam.atomic.atomic_outputs]
+    block when there is one): on any error the old files stay, complete. Every name from the data or
+    the config (classes, models, recipes, files) is shown as written, never as Markdown or HTML.
     """
     from .io import atomic_outputs
 

@@ -1,8 +1,8 @@
 """Private helpers: resolve a target layer, wrap a model's output, guard the model's state.
 
-Every explanation of a model runs inside :func:`model_lock` (calls on the same modules from
-several threads are serialised), :func:`explain_mode` (eval mode, restored flags and ``.grad``)
-and :func:`single_use_guard` (the target layer must run once per forward), so that every backend
+Every explanation of a model runs inside `model_lock` (calls on the same modules from
+several threads are serialised), `explain_mode` (eval mode, restored flags and ``.grad``)
+and `single_use_guard` (the target layer must run once per forward), so that every backend
 sees the model in the same state and leaves it as it found it.
 """
 
@@ -19,14 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from embedcam._checks import (  # noqa: F401 (embed, model_device: used by the CAM modules)
-    all_finite,
-    check_float_images,
-    embed,
-    floating_dtype,
-    model_device,
-)
-from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError, UnsupportedError
+from embedcam._checks import all_finite, check_float_images
+from embedcam._model import embed, floating_dtype
+from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
 
 
 def resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[nn.Module, str]:
@@ -57,25 +52,6 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[nn.Module, 
     )
 
 
-def check_eager(model: nn.Module, layer_name: str) -> None:
-    """Raise :class:`UnsupportedError` if the model, or the part holding the layer, is TorchScript.
-
-    A scripted or traced module runs compiled code: forward hooks on its sub-modules never fire
-    (or cannot be registered), so no backend can see the target layer's output.
-    """
-    for name, module in model.named_modules():
-        if not isinstance(module, torch.jit.ScriptModule):
-            continue
-        if name == "" or layer_name == name or layer_name.startswith(name + "."):
-            where = "the model" if name == "" else f"sub-module {name!r} (holding the layer)"
-            raise UnsupportedError(
-                f"{where} is a TorchScript module (torch.jit.script or torch.jit.trace); its "
-                "compiled forward cannot be hooked, so no backend can explain it. Pass the eager "
-                "nn.Module instead (the Python model before scripting or tracing, with the same "
-                "weights)"
-            )
-
-
 def used_repeatedly(layer_name: str, calls: int) -> ConfigurationError:
     """The error for a target layer that runs more than once in one forward pass."""
     return ConfigurationError(
@@ -91,7 +67,7 @@ def single_use_guard(model: nn.Module, layer: nn.Module, layer_name: str) -> Ite
     """Count the target layer's calls in every forward of ``model``; raise if more than one.
 
     The check runs at the end of each model forward (before any backend uses the activations),
-    so every backend raises the same :func:`used_repeatedly` error.
+    so every backend raises the same `used_repeatedly` error.
     """
     calls = [0]
 
@@ -138,17 +114,6 @@ def model_lock(model: nn.Module) -> Iterator[None]:
         for lock in locks:
             stack.enter_context(lock)
         yield
-
-
-def check_materialised(model: nn.Module) -> None:
-    """Raise :class:`ConfigurationError` if a parameter or buffer is on the meta device."""
-    for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
-        if t.is_meta:
-            raise ConfigurationError(
-                f"the model has tensors on the meta device (e.g. {name!r}): it was built without "
-                "data. Materialise it first with model.to_empty(device=...) followed by "
-                "model.load_state_dict(...), or build it outside torch.device('meta')"
-            )
 
 
 def prepare_images(images: Any, model: nn.Module) -> Tensor:
@@ -206,7 +171,7 @@ def explain_mode(model: nn.Module, *, freeze: bool) -> Iterator[None]:
 
     Existing ``.grad`` tensors are set aside (so a backend that calls ``backward`` cannot add to
     them) and put back afterwards; new ones are discarded. Not thread-safe by itself: callers
-    hold :func:`model_lock`.
+    hold `model_lock`.
     """
     modes = [(m, m.training) for m in model.modules()]
     params = list(model.parameters())

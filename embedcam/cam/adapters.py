@@ -4,9 +4,9 @@ Both libraries are driven with embedding targets and with their pitfalls avoided
 pytorch-grad-cam always gets exactly one target per image (never its argmax default, never a short
 list that ``zip`` would truncate), its hooks are released even on error and the model's state is
 restored; Captum gets a forward that returns the per-image score. Both adapters return the signed
-layer-resolution map and the scores; :class:`~embedcam.cam.core.EmbeddingCAM` turns every
+layer-resolution map and the scores; [`EmbeddingCAM`][embedcam.cam.core.EmbeddingCAM] turns every
 backend's map into display maps with the same ReLU, bilinear upsampling, relative-epsilon
-min-max and ``empty`` flag (:func:`~embedcam.cam.result.finish_maps`), in float32.
+min-max and ``empty`` flag ([`finish_maps`][embedcam.cam.result.finish_maps]), in float32.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from embedcam.cam._model import EmbeddingModel, embed
+from embedcam._model import embed
+from embedcam.cam._model import EmbeddingModel
 from embedcam.errors import ConfigurationError, ShapeError
 from embedcam.targets import EmbeddingTarget
 
@@ -76,8 +77,8 @@ def _capturing_class(method: str) -> type:
 class _GraphCutModel(EmbeddingModel):
     """The embedding model as pytorch-grad-cam sees it, with the autograd graph cut at the layer.
 
-    :func:`run_gradcam` freezes the parameters and passes detached images, so nothing before the
-    target layer is recorded; a forward hook on the layer (:meth:`cut`) turns the layer's output
+    `run_gradcam` freezes the parameters and passes detached images, so nothing before the
+    target layer is recorded; a forward hook on the layer (`cut`) turns the layer's output
     into a fresh leaf that requires grad, so the graph that the library's ``loss.backward()``
     walks starts there. The gradient with respect to the layer output - all the library uses -
     is unchanged; no backward through the layers before it and no weight gradients are computed,
@@ -162,7 +163,7 @@ def run_gradcam(
     mode and passes a private copy of the images.
 
     The library runs one forward and its ``loss.backward()`` on a graph cut at the target layer
-    (see :class:`_GraphCutModel`): same activations, same gradients, same maps, but neither the
+    (see `_GraphCutModel`): same activations, same gradients, same maps, but neither the
     backward through the layers before the target layer nor weight gradients, and far less memory
     (on CPU, freeing the whole-network graph after each call and faulting it back in on the next
     one cost ~0.7 M page faults and over a second of system time per ResNet-50 batch of 16; see

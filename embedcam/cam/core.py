@@ -1,4 +1,4 @@
-"""The front door: :class:`EmbeddingCAM` and :func:`available_methods`."""
+"""The front door: [`EmbeddingCAM`][embedcam.cam.core.EmbeddingCAM]."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from embedcam._checks import check_eager, check_materialised
 from embedcam.cam import adapters
 from embedcam.cam._model import (
-    check_eager,
-    check_materialised,
     explain_mode,
     model_lock,
     prepare_images,
@@ -19,66 +18,14 @@ from embedcam.cam._model import (
     single_use_guard,
 )
 from embedcam.cam.native import layer_activations_and_grads
+from embedcam.cam.registry import BACKENDS, available_methods, check_method, native_formula
 from embedcam.cam.result import CamResult, finish_maps
-from embedcam.cam.weights import FORMULAS
 from embedcam.errors import ConfigurationError, ShapeError, UnsupportedError
 from embedcam.targets import EmbeddingTarget
 
 __all__ = ["EmbeddingCAM", "available_methods", "check_method", "BACKENDS"]
 
 Backend = Literal["native", "grad-cam", "captum"]
-
-#: backend -> methods it implements.
-BACKENDS: dict[str, tuple[str, ...]] = {
-    "native": tuple(FORMULAS),
-    "grad-cam": tuple(adapters.GRADCAM_CLASSES),
-    "captum": tuple(adapters.CAPTUM_CLASSES),
-}
-
-
-def available_methods(backend: str = "native") -> list[str]:
-    """The CAM methods a backend implements.
-
-    Args:
-        backend: ``"native"``, ``"grad-cam"`` (pytorch-grad-cam) or ``"captum"``.
-
-    Returns:
-        Method names accepted by :class:`EmbeddingCAM` with that backend.
-
-    Raises:
-        ConfigurationError: unknown backend.
-
-    Examples:
-        >>> available_methods("captum")
-        ['gradcam', 'hirescam']
-    """
-    if backend not in BACKENDS:
-        raise ConfigurationError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
-    return list(BACKENDS[backend])
-
-
-def check_method(method: str, backend: str) -> None:
-    """Check that ``backend`` implements ``method``.
-
-    Args:
-        method: A CAM method name.
-        backend: A backend name.
-
-    Raises:
-        ConfigurationError: Unknown backend or method.
-        UnsupportedError: The backend does not implement the method (the message names the
-            backends that do).
-    """
-    methods = available_methods(backend)
-    if method not in methods:
-        known = sorted({m for ms in BACKENDS.values() for m in ms})
-        if method not in known:
-            raise ConfigurationError(f"unknown CAM method {method!r}; choose one of {known}")
-        others = [b for b, ms in BACKENDS.items() if method in ms]
-        raise UnsupportedError(
-            f"backend {backend!r} does not implement {method!r}; use backend "
-            f"{' or '.join(repr(b) for b in others)}, or one of its methods {methods}"
-        )
 
 
 class EmbeddingCAM:
@@ -112,7 +59,8 @@ class EmbeddingCAM:
       Integer images, NaN or infinite values raise.
     * Precision: ``maps``, ``raw`` and ``scores`` are float32 on every backend, whatever the
       model's dtype (half-precision models agree across backends to half precision).
-    * An empty batch (``B = 0``) gives an empty :class:`CamResult` on every backend.
+    * An empty batch (``B = 0``) gives an empty [`CamResult`][embedcam.cam.result.CamResult] on
+      every backend.
     * A target layer that runs more than once per forward (a shared module) raises.
 
     Args:
@@ -120,7 +68,8 @@ class EmbeddingCAM:
             from which ``embedding_fn`` picks it.
         target_layer: the module whose output is explained, or its dotted name
             (``"layer4"``, ``"features.block5.relu"``); usually the last convolutional block.
-        method: CAM method, see :func:`available_methods`.
+        method: CAM method, see [`available_methods`][embedcam.cam.registry.available_methods];
+            add a native one with [`register_method`][embedcam.cam.registry.register_method].
         backend: ``"native"``, ``"grad-cam"`` or ``"captum"``.
         embedding_fn: picks the embedding from a tuple/dict model output.
         reshape_transform: maps the layer output (e.g. ViT tokens ``(B, N, K)``) to
@@ -167,6 +116,8 @@ class EmbeddingCAM:
         self.layer, self.layer_name = resolve_layer(model, target_layer)
         check_eager(model, self.layer_name)
         self.method = method
+        # Bound now: a method registered again later does not change this CAM.
+        self._formula = native_formula(method) if backend == "native" else None
         self.backend = backend
         self.embedding_fn = embedding_fn
         self.reshape_transform = reshape_transform
@@ -183,12 +134,13 @@ class EmbeddingCAM:
         Args:
             images: ``(B, C, H, W)`` float batch. Never modified: embedcam works on a copy on the
                 model's device, cast to the dtype of the model's floating-point parameters.
-            target: an :class:`~embedcam.targets.EmbeddingTarget` with one score per image
-                (e.g. ``CentroidTarget(centroids, labels)``).
+            target: an [`EmbeddingTarget`][embedcam.targets.EmbeddingTarget] with one score per
+                image (e.g. ``CentroidTarget(centroids, labels)``).
 
         Returns:
-            A :class:`CamResult` with float32 ``maps (B, H, W)``, ``raw (B, h, w)`` and
-            ``scores (B,)``, and bool ``empty (B,)``; empty tensors for ``B = 0``.
+            A [`CamResult`][embedcam.cam.result.CamResult] with float32 ``maps (B, H, W)``,
+            ``raw (B, h, w)`` and ``scores (B,)``, and bool ``empty (B,)``; empty tensors for
+            ``B = 0``.
 
         Raises:
             ShapeError: ``images`` is not a ``(B, C, H, W)`` float tensor (integer images must be
@@ -241,7 +193,7 @@ class EmbeddingCAM:
                 if acts.shape[0] == 0:  # any method (also one only another backend has)
                     raw = acts.new_zeros((0, *acts.shape[-2:]))
                 else:
-                    raw = FORMULAS[self.method](acts.float(), grads.float())
+                    raw = self._native_raw(acts.float(), grads.float())
             raw = raw.float()
             maps, empty = finish_maps(raw, size)
         return CamResult(
@@ -251,7 +203,24 @@ class EmbeddingCAM:
             empty=empty,
             method=self.method,
             backend=self.backend,
+            layer=self.layer_name,
         )
+
+    def _native_raw(self, acts: Tensor, grads: Tensor) -> Tensor:
+        fn = self._formula if self._formula is not None else native_formula(self.method)
+        raw = fn(acts, grads)
+        want = (acts.shape[0], *acts.shape[-2:])
+        if not isinstance(raw, Tensor) or tuple(raw.shape) != want:
+            got = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
+            raise ShapeError(
+                f"CAM method {self.method!r} returned {got}, expected a {want} tensor: one signed "
+                "(h, w) map per image, from the (B, K, h, w) activations and gradients"
+            )
+        if not raw.dtype.is_floating_point:
+            raise ShapeError(
+                f"CAM method {self.method!r} returned dtype {raw.dtype}; it must return a float map"
+            )
+        return raw
 
     def _as_maps(self, t: Tensor) -> Tensor:
         if self.reshape_transform is not None:

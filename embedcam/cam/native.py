@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from embedcam.cam._model import embed, used_repeatedly
+from embedcam._model import embed
+from embedcam.cam._model import used_repeatedly
 from embedcam.errors import ConfigurationError, ShapeError
 from embedcam.targets import EmbeddingTarget
 

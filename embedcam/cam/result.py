@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from embedcam._repr import tensor_summary
+
 __all__ = ["CamResult", "upsample", "normalize_maps", "finish_maps"]
 
 #: Relative epsilon of the per-image min-max: a map whose range is at most this fraction of its
@@ -87,6 +89,18 @@ class CamResult:
             positive evidence for the target (never a normal-looking min-max of noise).
         method: the CAM method that produced the maps.
         backend: the backend that produced them.
+        layer: dotted name of the explained layer (empty when unknown).
+
+    The repr is one short line with shapes, dtype and device, never the values.
+
+    Examples:
+        >>> import torch
+        >>> res = CamResult(maps=torch.zeros(2, 8, 8), raw=torch.zeros(2, 4, 4),
+        ...                 scores=torch.zeros(2), empty=torch.tensor([True, False]), layer="4")
+        >>> res
+        CamResult(maps=(2, 8, 8) float32 cpu, raw=(2, 4, 4), layer='4', method=... empty=1/2)
+        >>> len(res), res.size
+        (2, (8, 8))
     """
 
     maps: Tensor
@@ -95,12 +109,14 @@ class CamResult:
     empty: Tensor
     method: str = "gradcam"
     backend: str = "native"
+    layer: str = ""
 
     def __repr__(self) -> str:
+        layer = f"layer={self.layer!r}, " if self.layer else ""
         return (
-            f"CamResult(images={self.maps.shape[0]}, size={tuple(self.maps.shape[-2:])}, "
-            f"grid={tuple(self.raw.shape[-2:])}, empty={int(self.empty.sum())}, "
-            f"method={self.method!r}, backend={self.backend!r})"
+            f"CamResult(maps={tensor_summary(self.maps)}, raw={tuple(self.raw.shape)}, {layer}"
+            f"method={self.method!r}, backend={self.backend!r}, "
+            f"empty={int(self.empty.sum())}/{self.empty.numel()})"
         )
 
     def __len__(self) -> int:
@@ -108,7 +124,7 @@ class CamResult:
 
     @property
     def size(self) -> tuple[int, int]:
-        """Input resolution ``(H, W)`` of :attr:`maps`."""
+        """Input resolution ``(H, W)`` of ``maps``."""
         return int(self.maps.shape[-2]), int(self.maps.shape[-1])
 
     def signed_maps(self) -> Tensor:

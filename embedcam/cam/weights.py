@@ -2,7 +2,9 @@
 
 Each method is one small function ``(A, G) -> raw`` on activations ``A`` and gradients ``G`` of
 shape ``(B, K, h, w)``, returning the signed map ``(B, h, w)`` before the ReLU. Adding a method is
-adding a function to :data:`FORMULAS`.
+one call, [`register_method`][embedcam.cam.registry.register_method]``(name, fn)``; the functions
+below are registered under ``"gradcam"``, ``"gradcam++"``, ``"hirescam"``, ``"xgradcam"`` and
+``"layercam"``.
 
 References:
     * Grad-CAM: Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
@@ -18,12 +20,12 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["FORMULAS", "gradcam", "gradcam_pp", "hirescam", "xgradcam", "layercam"]
+__all__ = ["gradcam", "gradcam_pp", "hirescam", "xgradcam", "layercam"]
 
 
 def gradcam(acts: Tensor, grads: Tensor) -> Tensor:
@@ -115,11 +117,10 @@ def layercam(acts: Tensor, grads: Tensor) -> Tensor:
     return (grads.clamp_min(0) * acts).sum(dim=1)
 
 
-#: Native method name -> formula.
-FORMULAS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "gradcam": gradcam,
-    "gradcam++": gradcam_pp,
-    "hirescam": hirescam,
-    "xgradcam": xgradcam,
-    "layercam": layercam,
-}
+def __getattr__(name: str) -> Any:
+    # ``FORMULAS`` used to be a dict here; it is now a live view of the method registry.
+    if name == "FORMULAS":
+        from embedcam.cam.registry import FORMULAS
+
+        return FORMULAS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,18 +6,18 @@ viewer displays it:
 * **Orientation.** The EXIF ``Orientation`` tag (JPEG, PNG, TIFF, WebP; or the XMP
   ``tiff:Orientation`` fallback) is applied, so arrays, sizes and the boxes drawn on them refer to
   the displayed image. It is read from the header, before the pixels are decoded, so
-  :func:`image_size` gives the displayed size with ``verify=False`` too. A malformed EXIF block is
+  `image_size` gives the displayed size with ``verify=False`` too. A malformed EXIF block is
   ignored (as viewers do). Masks follow the same rule: a mask that carries no EXIF (the usual
   case for PNG masks) is read as stored, one that carries it is turned like its image.
 * **Bit depth.** Values are scaled by the file's true range: 8-bit by 255, 16-bit grey
   (PIL modes ``I;16*``, and ``I`` from PNG) by 65535, a TIFF's ``BitsPerSample`` when it says
-  fewer bits (12-bit: 4095). :func:`read_rgb_float` keeps the full precision; :func:`read_rgb`
+  fewer bits (12-bit: 4095). `read_rgb_float` keeps the full precision; `read_rgb`
   rounds to 8 bits. Integer images of more than 16 bits or with negative values are refused:
   they have no standard display range. 16-bit colour PNGs are decoded by PIL to 8 bits (the high
   byte of each value, within 1/255 of the exact scaling), which is the precision embedcam gets.
 * **Float images** (PIL mode ``F``: 32-bit float TIFFs) are read as intensities in ``[0, 1]``.
   Values outside ``[0, 1]`` (beyond a rounding tolerance of 1e-6, which is clipped) and NaN or
-  infinite values raise a :class:`~embedcam.errors.DataError` asking to rescale the file: a
+  infinite values raise a [`DataError`][embedcam.errors.DataError] asking to rescale the file: a
   guessed rescaling would change what the model sees without telling anyone.
 * **Alpha** is dropped, not composited: the colour stored under a transparent pixel is kept,
   exactly as ``PIL.Image.convert("RGB")`` (and so torchvision's default image loader) reads it,
@@ -30,7 +30,7 @@ viewer displays it:
   header before any pixel is decoded; an image over the cap raises a ``DataError`` that names the
   file and its pixel count. The cap is the ``max_pixels`` argument of the readers, else the
   environment variable ``EMBEDCAM_MAX_PIXELS`` (inherited by data-loader worker processes),
-  else the module constant :data:`MAX_PIXELS`. PIL's own ``Image.MAX_IMAGE_PIXELS`` is neither
+  else the module constant `MAX_PIXELS`. PIL's own ``Image.MAX_IMAGE_PIXELS`` is neither
   relied on nor changed, but PIL still refuses images of more than twice that (179 MP by
   default) when they are opened; the error then says so.
 * **Broken files** (missing, zero bytes, not an image, truncated, unsupported by PIL) raise a
@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedcam._atomic import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
+from embedcam.atomic import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 from embedcam.errors import ConfigurationError, DataError
 
 if TYPE_CHECKING:
@@ -275,9 +275,9 @@ def _pixels(
     if mode == "F":
         grey = np.asarray(img)
         finite = bool(np.isfinite(grey).all())
-        lo, hi = (float(np.nanmin(grey)), float(np.nanmax(grey))) if grey.size else (0.0, 0.0)
-        if not finite or lo < -_FLOAT_TOLERANCE or hi > 1 + _FLOAT_TOLERANCE:
-            found = "NaN or infinite values" if not finite else f"values in [{lo:g}, {hi:g}]"
+        flo, fhi = (float(np.nanmin(grey)), float(np.nanmax(grey))) if grey.size else (0.0, 0.0)
+        if not finite or flo < -_FLOAT_TOLERANCE or fhi > 1 + _FLOAT_TOLERANCE:
+            found = "NaN or infinite values" if not finite else f"values in [{flo:g}, {fhi:g}]"
             raise DataError(
                 f"{where} is a float image with {found}; embedcam reads float images as "
                 "intensities in [0, 1]: rescale it to [0, 1] (e.g. divide by its maximum) or "
@@ -344,7 +344,7 @@ def image_size(
         path: The image file.
         verify: Decode the pixels too (a truncated or otherwise unreadable file then fails
             here); without it only the header is read, orientation and pixel cap included.
-        max_pixels: The pixel cap (default :func:`pixel_cap`).
+        max_pixels: The pixel cap (default `pixel_cap`).
         what: How error messages name the file.
         hint: The remedy error messages suggest.
 
@@ -393,7 +393,7 @@ def read_rgb(
 
     Args:
         path: The image file.
-        max_pixels: The pixel cap (default :func:`pixel_cap`).
+        max_pixels: The pixel cap (default `pixel_cap`).
         what: How error messages name the file.
         hint: The remedy error messages suggest.
 
@@ -419,13 +419,13 @@ def read_rgb_float(
 ) -> np.ndarray:
     """Decode an image file to an ``(H, W, 3)`` float32 RGB array in ``[0, 1]``, as displayed.
 
-    Like :func:`read_rgb` but without rounding to 8 bits: a 16-bit value ``v`` reads as
+    Like `read_rgb` but without rounding to 8 bits: a 16-bit value ``v`` reads as
     ``v / 65535``, a float image's values as they are. For 8-bit files the result equals
     ``read_rgb(path) / 255`` in float32.
 
     Args:
         path: The image file.
-        max_pixels: The pixel cap (default :func:`pixel_cap`).
+        max_pixels: The pixel cap (default `pixel_cap`).
         what: How error messages name the file.
         hint: The remedy error messages suggest.
 
@@ -456,7 +456,7 @@ def read_mask(path: Path, *, max_pixels: int | None = None) -> np.ndarray:
 
     Args:
         path: The mask file.
-        max_pixels: The pixel cap (default :func:`pixel_cap`).
+        max_pixels: The pixel cap (default `pixel_cap`).
 
     Returns:
         The mask, as displayed.
@@ -481,14 +481,14 @@ def open_rgb(
 ) -> Image.Image:
     """Decode an image file to a loaded PIL image of mode ``RGB`` or ``RGBA``, as displayed.
 
-    The same rules as :func:`read_rgb`, except that an alpha channel is kept (mode ``RGBA``)
+    The same rules as `read_rgb`, except that an alpha channel is kept (mode ``RGBA``)
     for callers that use it; the caller closes the image.
 
     Args:
         path: The image file.
         what: How error messages name the file.
         hint: The remedy error messages suggest.
-        max_pixels: The pixel cap (default :func:`pixel_cap`), applied to the size decoded.
+        max_pixels: The pixel cap (default `pixel_cap`), applied to the size decoded.
         draft: For JPEG files, decode at a reduced scale (1/2, 1/4 or 1/8) that still gives at
             least ``draft`` pixels on both sides (``PIL.Image.draft``).
 

@@ -5,7 +5,7 @@ A COCO annotation's ``segmentation`` is one of (Lin et al., *Microsoft COCO*, EC
 * **polygons**: a list of lists ``[x1, y1, x2, y2, ...]`` (at least 3 points each) in pixel
   coordinates, where pixel ``(x, y)`` covers ``[x, x + 1) x [y, y + 1)``; the object is the
   union of the polygons. A pixel belongs to the mask when its centre ``(x + 0.5, y + 0.5)`` lies
-  inside a polygon (the rule :func:`mask_to_polygons` is built for, so the round trip is exact for
+  inside a polygon (the rule `mask_to_polygons` is built for, so the round trip is exact for
   masks without holes).
 * **uncompressed RLE**: ``{"counts": [n0, n1, ...], "size": [h, w]}``, alternating run lengths
   of 0s and 1s (starting with 0s) over the mask in column-major (Fortran) order.
@@ -14,7 +14,7 @@ A COCO annotation's ``segmentation`` is one of (Lin et al., *Microsoft COCO*, EC
   each group as the character ``48 + bits`` with bit 5 set while more groups follow and bit 4 of
   the last group the sign (the encoding of the COCO API, ``rleToString`` / ``rleFrString``).
 
-Parsing is strict: anything else raises :class:`~embedcam.errors.DataError` with the caller's
+Parsing is strict: anything else raises [`DataError`][embedcam.errors.DataError] with the caller's
 ``where`` text (annotation file and image) in the message.
 """
 
@@ -287,7 +287,7 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0) -> list[list[floa
 
     Outlines run through the midpoints between object and background pixel centres (marching
     squares at level 0.5), so rasterising them with the pixel-centre rule of
-    :func:`rasterize_segmentations` gives the mask back exactly when it has no holes (COCO
+    `rasterize_segmentations` gives the mask back exactly when it has no holes (COCO
     polygons cannot express holes; they are filled).
 
     Args:

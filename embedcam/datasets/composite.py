@@ -1,12 +1,14 @@
 """Real composites: catalogue cut-outs pasted on real photos, with exact masks and a shortcut.
 
-:func:`generate_shelf` draws its own products; this module builds the same kind of shortcut
-audit from *your* imagery: catalogue photos of each product on a white background, and real
-photos of shelves or stores as backgrounds. :func:`compose_export` writes a Roboflow COCO export
-that :func:`~embedcam.datasets.load_roboflow` reads with boxes *and* exact masks.
+[`generate_shelf`][embedcam.datasets.synthetic.generate_shelf] draws its own products; this module
+builds the same kind of shortcut audit from *your* imagery: catalogue photos of each product on a
+white background, and real photos of shelves or stores as backgrounds.
+[`compose_export`][embedcam.datasets.composite.compose_export] writes a Roboflow COCO export that
+[`load_roboflow`][embedcam.datasets.roboflow.load_roboflow] reads with boxes *and* exact masks.
 
-**Cut-outs** (:func:`cutout_mask`). The white background of a catalogue photo is removed by this
-rule (the names in code font are fields of :class:`CompositeConfig`):
+**Cut-outs** ([`cutout_mask`][embedcam.datasets.composite.cutout_mask]). The white background of a
+catalogue photo is removed by this rule (the names in code font are fields of
+[`CompositeConfig`][embedcam.datasets.composite.CompositeConfig]):
 
 1. The background colour is the median colour of the photo's border pixels; it must be
    near-white (every channel at least 200), else the photo is refused.
@@ -26,7 +28,7 @@ rule (the names in code font are fields of :class:`CompositeConfig`):
    whose white faces may meet the white background with no visible edge at all (the one case
    the rule cannot see; without the hull such a face loses the corner that touches the white).
 6. A mask covering less than ``coverage[0]`` or more than ``coverage[1]`` of the photo is
-   refused with :class:`~embedcam.errors.DataError` naming the file (nothing found, or no white
+   refused with [`DataError`][embedcam.errors.DataError] naming the file (nothing found, or no white
    background). A PNG with an alpha channel uses its alpha (``>= 128``) instead of steps 1-5.
 
 White products on white are the hard case. White *inside* the outline (print, a carton's front
@@ -58,10 +60,10 @@ own folder: a banana is never pasted on the banana shelf), so off-home the backg
 no more about the class than "not filed under this class" (Geirhos et
 al., *Shortcut learning in deep neural networks*, Nature Machine Intelligence 2020; Xiao et al.,
 *Noise or Signal: The Role of Image Backgrounds in Object Recognition*, ICLR 2021). As in
-:func:`generate_shelf`, each image draws from its own random streams derived from
-``(seed, split, class, i)``, one for the object and one for the background: the export is a
-deterministic function of the config and the source files, and changing only ``shortcut``
-changes only the backgrounds.
+[`generate_shelf`][embedcam.datasets.synthetic.generate_shelf], each image draws from its own random
+streams derived from ``(seed, split, class, i)``, one for the object and one for the background: the
+export is a deterministic function of the config and the source files, and changing only
+``shortcut`` changes only the backgrounds.
 """
 
 from __future__ import annotations
@@ -77,13 +79,12 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from scipy import ndimage
 
-from embedcam._atomic import temporary_folder
+from embedcam.atomic import temporary_folder
 from embedcam.datasets._io import encode_image, is_image
 from embedcam.datasets._segmentation import mask_to_polygons
 from embedcam.datasets.index import SPLITS, DatasetIndex
@@ -106,7 +107,7 @@ _FORMAT_VERSION = 2  # 2: off-home photos avoid the class's own folder too
 
 
 class CompositeConfig(BaseModel):
-    """Settings of :func:`compose_export`; every field has a default.
+    """Settings of `compose_export`; every field has a default.
 
     Attributes:
         image_size: Side of the square images in pixels.
@@ -153,10 +154,15 @@ class CompositeConfig(BaseModel):
 
     image_size: int = Field(128, ge=32, le=1024)
     images_per_class: dict[Literal["train", "valid", "test"], int] = Field(
-        default_factory=lambda: {"train": 20, "valid": 5, "test": 5}
+        default_factory=lambda: cast(
+            "dict[Literal['train', 'valid', 'test'], int]", {"train": 20, "valid": 5, "test": 5}
+        )
     )
     shortcut: dict[Literal["train", "valid", "test"], float] = Field(
-        default_factory=lambda: {"train": 0.9, "valid": 0.9, "test": 0.9}
+        default_factory=lambda: cast(
+            "dict[Literal['train', 'valid', 'test'], float]",
+            {"train": 0.9, "valid": 0.9, "test": 0.9},
+        )
     )
     homes_per_class: int = Field(1, ge=1, le=64)
     avoid_own_folder: bool = True
@@ -251,7 +257,7 @@ def cutout_mask(
 ) -> np.ndarray:
     """The object mask of a photo of one product on a (near-)white background.
 
-    Applies steps 1-6 of the rule in :mod:`embedcam.datasets.composite`.
+    Applies steps 1-6 of the rule in [`embedcam.datasets.composite`][embedcam.datasets.composite].
 
     Args:
         image: uint8 RGB ``(H, W, 3)``.
@@ -289,6 +295,8 @@ def cutout_mask(
         )
     dist = np.clip((ref[None, None, :] - rgb.astype(np.float64)).max(axis=2), 0, 255)
     near = dist <= cfg.white_threshold
+    from scipy import ndimage  # imported on use, like scikit-image: import embedcam stays light
+
     labels, _ = ndimage.label(near)
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     background = np.isin(labels, edge[edge > 0])
@@ -346,7 +354,7 @@ def _decode(
     """A loaded ``RGB`` or ``RGBA`` PIL image, decoded as displayed by the one image decoder.
 
     EXIF orientation applied, true bit depth, the pixel cap checked on the size decoded (after
-    the JPEG ``draft`` reduction); see :mod:`embedcam.datasets._io`.
+    the JPEG ``draft`` reduction); see `embedcam.datasets._io`.
     """
     from embedcam.datasets._io import open_rgb
 
@@ -366,7 +374,7 @@ def load_cutout(
     convex: bool = False,
     name: str | None = None,
 ) -> Cutout:
-    """Read a catalogue photo and cut the product out (see :func:`cutout_mask`).
+    """Read a catalogue photo and cut the product out (see `cutout_mask`).
 
     Args:
         path: The photo (on white), or a PNG with an alpha channel.
@@ -598,7 +606,7 @@ class CompositeImage:
         background_image: uint8 ``(S, S, 3)``, the background crop before the object was
             pasted (``image`` equals it outside ``mask``).
         background_id: Index of the background photo in
-            :attr:`CompositeRenderer.background_names`.
+            `CompositeRenderer.background_names`.
         background: The background photo's name.
         home: Whether it is one of the class's home photos.
         object: The cut-out photo's name.
@@ -619,13 +627,16 @@ class CompositeImage:
 class CompositeRenderer:
     """Cuts the products out, assigns the home backgrounds and draws composites in memory.
 
-    :func:`compose_export` writes what this draws. Useful on its own for renders that are not
-    in the export, e.g. an object on another class's home: ``render(split, label, i,
-    background_id=b)`` keeps the object, its place and size and changes only the background.
+    [`compose_export`][embedcam.datasets.composite.compose_export] writes what this draws. Useful on
+    its own for renders that are not in the export, e.g. an object on another class's home:
+    ``render(split, label, i, background_id=b)`` keeps the object, its place and size and changes
+    only the background.
 
     Args:
-        objects: The cut-out photos (see :func:`compose_export`).
-        backgrounds: The background photos (see :func:`compose_export`).
+        objects: The cut-out photos (see
+            [`compose_export`][embedcam.datasets.composite.compose_export]).
+        backgrounds: The background photos (see
+            [`compose_export`][embedcam.datasets.composite.compose_export]).
         config: The settings (default ``CompositeConfig()``).
 
     Attributes:
@@ -644,9 +655,13 @@ class CompositeRenderer:
             too few background photos.
 
     Examples:
-        >>> r = CompositeRenderer("iconic/", "store-photos/", {"image_size": 64})  # doctest: +SKIP
-        >>> out = r.render("train", label=0, i=0)  # doctest: +SKIP
-        >>> out.image.shape, out.mask.dtype.name, out.home  # doctest: +SKIP
+        With the six-class Grocery Store sample shipped with embedcam's tests (catalogue photos
+        in ``iconic/``, shelf photos in ``train/``):
+
+        >>> mini = "tests/fixtures/grocery-mini"
+        >>> r = CompositeRenderer(f"{mini}/iconic", f"{mini}/train", {"image_size": 64})
+        >>> out = r.render("train", label=0, i=0)
+        >>> out.image.shape, out.mask.dtype.name, out.home
         ((64, 64, 3), 'bool', True)
     """
 
@@ -998,8 +1013,8 @@ def _write_export(
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["class", *names])
-        for c in plan.classes:
-            writer.writerow([c, *(mapping[c][n] for n in names)])
+        for cls in plan.classes:
+            writer.writerow([cls, *(mapping[cls][n] for n in names)])
         (out / "additional_labels.csv").write_text(buf.getvalue(), encoding="utf-8")
     (out / "README.dataset.txt").write_text(
         _readme(cfg, plan, marker["fingerprint"]), encoding="utf-8"
@@ -1029,7 +1044,7 @@ def compose_export(
     the labels and every source file (names and bytes). The folder is built in a temporary
     sibling and moved into place, so a crash never leaves a half-written export. The rule that
     cuts the products out, the pasting and the planted shortcut are described in
-    :mod:`embedcam.datasets.composite`.
+    [`embedcam.datasets.composite`][embedcam.datasets.composite].
 
     Args:
         objects: The cut-out photos: a mapping class name -> one or more image paths, or a
@@ -1039,12 +1054,12 @@ def compose_export(
             recursively (hidden files skipped).
         out: Destination folder (created; must not exist or be empty unless ``if_exists``
             says otherwise).
-        config: A :class:`CompositeConfig`, or a dict of its fields; default
-            ``CompositeConfig()``.
+        config: A [`CompositeConfig`][embedcam.datasets.composite.CompositeConfig], or a dict of its
+            fields; default ``CompositeConfig()``.
         labels: Additional labels per class (e.g. ``{"Granny-Smith": {"category": "Fruit",
             "group": "Apple"}}``), or a mapping file as read by
-            :func:`~embedcam.datasets.read_extra_labels`; classes not among the objects are
-            ignored, missing ones are an error.
+            [`read_extra_labels`][embedcam.datasets.roboflow.read_extra_labels]; classes not among
+            the objects are ignored, missing ones are an error.
         if_exists: When ``out`` already holds files: ``"error"``; ``"reuse"`` to load it if it
             is a composite export with the same fingerprint (same config, labels and source
             files; an error otherwise, never a silent reuse); ``"overwrite"`` to replace it if
@@ -1052,8 +1067,8 @@ def compose_export(
         progress: Show a rich progress bar.
 
     Returns:
-        The export loaded with :func:`~embedcam.datasets.load_roboflow` (boxes, ``mask_path``,
-        ``extra``; the additional labels when given).
+        The export loaded with [`load_roboflow`][embedcam.datasets.roboflow.load_roboflow] (boxes,
+        ``mask_path``, ``extra``; the additional labels when given).
 
     Raises:
         ConfigurationError: If the config is invalid (the message names the field).
@@ -1062,18 +1077,25 @@ def compose_export(
             or ``out`` exists with other content, per ``if_exists``.
 
     Examples:
+        With the six-class Grocery Store sample shipped with embedcam's tests (catalogue photos
+        on white in ``iconic/``, real shelf photos searched recursively in ``train/``):
+
+        >>> import tempfile
         >>> import embedcam as ec
-        >>> index = ec.datasets.compose_export(  # doctest: +SKIP
-        ...     "catalogue/",  # Granny-Smith.jpg, Pink-Lady.jpg, ... on white
-        ...     "shelf-photos/",  # any number of real photos, searched recursively
-        ...     "data/composite",
-        ...     {"image_size": 128, "images_per_class": {"train": 20, "valid": 5, "test": 5},
-        ...      "shortcut": {"test": 0.0}, "license": "MIT", "credit": "Photos by ..."},
-        ...     labels="catalogue/labels.csv",
-        ...     progress=True,
+        >>> mini = "tests/fixtures/grocery-mini"
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> index = ec.datasets.compose_export(
+        ...     f"{mini}/iconic",
+        ...     f"{mini}/train",
+        ...     f"{tmp.name}/composite",
+        ...     {"image_size": 64, "images_per_class": {"train": 2, "valid": 1, "test": 1},
+        ...      "shortcut": {"test": 0.0}, "license": "MIT",
+        ...      "credit": "Grocery Store dataset (Klasson et al., WACV 2019)"},
+        ...     labels=f"{mini}/extra_labels.csv",
         ... )
-        >>> index[0].load_mask().shape, index[0].extra["home"]  # doctest: +SKIP
-        (torch.Size([128, 128]), True)
+        >>> len(index), index[0].load_mask().shape, index[0].extra["home"]
+        (24, torch.Size([64, 64]), True)
+        >>> tmp.cleanup()
     """
     cfg = _as_config(config)
     if if_exists not in ("error", "reuse", "overwrite"):

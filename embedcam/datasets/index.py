@@ -1,9 +1,11 @@
 """The dataset index: one validated record of every sample of an export, whatever its layout.
 
-Every reader in :mod:`embedcam.datasets` produces a :class:`DatasetIndex`; the torch
-:class:`~embedcam.datasets.ImageDataset`, the synthetic generator and the benchmark consume it.
-Boxes are stored in embedcam's internal convention (:mod:`embedcam.boxes`: float
-``[x0, y0, x1, y1]``, half-open pixel edges), whatever the export's own format was.
+Every reader in [`embedcam.datasets`][embedcam.datasets] produces a
+[`DatasetIndex`][embedcam.datasets.index.DatasetIndex]; the torch
+[`ImageDataset`][embedcam.datasets.torch_dataset.ImageDataset], the synthetic generator and the
+benchmark consume it. Boxes are stored in embedcam's internal convention
+([`embedcam.boxes`][embedcam.boxes]: float ``[x0, y0, x1, y1]``, half-open pixel edges), whatever
+the export's own format was.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Sample(BaseModel):
     Attributes:
         path: Absolute path of the image file.
         split: ``"train"``, ``"valid"`` or ``"test"``.
-        label: Class index into :attr:`DatasetIndex.classes`.
+        label: Class index into `DatasetIndex.classes`.
         class_name: Name of the class (``classes[label]``).
         boxes: Boxes of the image's class in the internal ``[x0, y0, x1, y1]`` convention, or
             ``None`` for a classification export (folder, CSV), which has no boxes.
@@ -62,8 +64,9 @@ class Sample(BaseModel):
             synthetic images (copied from a COCO image's ``extra`` field).
         segmentation: The COCO ``segmentation`` of each of the image's own-class annotations
             (polygons, uncompressed or compressed RLE), when the image has no mask file and
-            every such annotation has one; :meth:`load_mask` rasterises their union at
-            :attr:`size`. ``None`` otherwise.
+            every such annotation has one; [`load_mask`][embedcam.datasets.index.Sample.load_mask]
+            rasterises their union at [`size`][embedcam.cam.result.CamResult.size]. ``None``
+            otherwise.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -114,15 +117,15 @@ class Sample(BaseModel):
 
     @property
     def has_mask(self) -> bool:
-        """Whether :meth:`load_mask` has an exact mask to return (a mask file or a segmentation)."""
+        """Whether `load_mask` has an exact mask to return (a mask file or a segmentation)."""
         return self.mask_path is not None or self.segmentation is not None
 
     def load_mask(self) -> torch.Tensor:
         """Read the exact object mask of the sample.
 
-        The mask file (:attr:`mask_path`) when there is one, else the union of the COCO
-        :attr:`segmentation` rasterised at :attr:`size` (a pixel is in the mask when its centre
-        lies inside a polygon; RLE runs are column-major, as in COCO).
+        The mask file (`mask_path`) when there is one, else the union of the COCO
+        `segmentation` rasterised at [`size`][embedcam.cam.result.CamResult.size] (a pixel is in the
+        mask when its centre lies inside a polygon; RLE runs are column-major, as in COCO).
 
         Returns:
             A bool tensor ``(H, W)``, true on object pixels.
@@ -159,14 +162,15 @@ class SkippedFile(BaseModel):
 class DatasetIndex(BaseModel):
     """All samples of an export, its class list, additional labels and metadata.
 
-    Built by :func:`~embedcam.datasets.load_roboflow` and validated on construction: labels in
-    range, class names consistent with labels, boxes well formed, additional labels consistent.
+    Built by [`load_roboflow`][embedcam.datasets.roboflow.load_roboflow] and validated on
+    construction: labels in range, class names consistent with labels, boxes well formed, additional
+    labels consistent.
 
     Attributes:
         root: The export's root folder.
         format: The layout it was read from: ``folder``, ``csv``, ``coco``, ``yolo`` or ``voc``.
         classes: Class names; ``label`` indexes this list. The union over splits, in a stable
-            order (see :func:`~embedcam.datasets.load_roboflow`).
+            order (see [`load_roboflow`][embedcam.datasets.roboflow.load_roboflow]).
         samples: Samples ordered by split (train, valid, test), then file path.
         has_boxes: Whether the export carries boxes (false for folder and CSV layouts).
         label_names: Names of the additional labels, e.g. ``["category", "group"]``.
@@ -237,10 +241,10 @@ class DatasetIndex(BaseModel):
 
     @classmethod
     def build(cls, **fields: Any) -> DatasetIndex:
-        """Construct and validate an index, turning validation failures into :class:`DataError`.
+        """Construct and validate an index, turning validation failures into `DataError`.
 
         Args:
-            **fields: The fields of :class:`DatasetIndex`.
+            **fields: The fields of [`DatasetIndex`][embedcam.datasets.index.DatasetIndex].
 
         Returns:
             The validated index.
@@ -255,13 +259,22 @@ class DatasetIndex(BaseModel):
 
     # -- access ---------------------------------------------------------------------------------
 
+    def __repr_args__(self) -> list[tuple[str, Any]]:
+        """A summary, never the samples: pydantic's ``__repr__``, rich and devtools all use it."""
+        splits: Counter[str] = Counter(x.split for x in self.samples)
+        return [
+            ("root", str(self.root)),
+            ("format", self.format),
+            ("classes", len(self.classes)),
+            ("samples", len(self.samples)),
+            ("splits", {name: splits[name] for name in self.splits}),
+            ("boxes", self.has_boxes),
+            ("additional_labels", list(self.label_names)),
+        ]
+
     def __repr__(self) -> str:
-        splits = {name: sum(1 for x in self.samples if x.split == name) for name in self.splits}
-        return (
-            f"DatasetIndex(root={str(self.root)!r}, format={self.format!r}, "
-            f"classes={len(self.classes)}, samples={len(self.samples)}, splits={splits}, "
-            f"boxes={self.has_boxes}, additional_labels={list(self.label_names)})"
-        )
+        args = ", ".join(f"{name}={value!r}" for name, value in self.__repr_args__())
+        return f"DatasetIndex({args})"
 
     __str__ = __repr__
 
@@ -333,10 +346,10 @@ class DatasetIndex(BaseModel):
         """Additional labels as integer codes, one row per class.
 
         Codes number each label's distinct values in order of first appearance over
-        :attr:`classes`. This is the input of a hierarchy-aware loss (e.g. the flexible margin).
+        `classes`. This is the input of a hierarchy-aware loss (e.g. the flexible margin).
 
         Args:
-            names: Which additional labels, in which column order; default :attr:`label_names`.
+            names: Which additional labels, in which column order; default `label_names`.
 
         Returns:
             Int64 tensor ``(C, L)``.
@@ -382,7 +395,7 @@ class DatasetIndex(BaseModel):
 
     @classmethod
     def load_json(cls, path: str | Path) -> DatasetIndex:
-        """Read an index written by :meth:`save_json`.
+        """Read an index written by [`save_json`][embedcam.datasets.index.DatasetIndex.save_json].
 
         Args:
             path: The JSON file.

@@ -1,15 +1,14 @@
 """A preview grid of dataset samples with their boxes, for a person to look at.
 
-Run ``python -m embedcam.datasets OUT.png [INTERVENTIONS.png]`` to generate a small
-synthetic shelf export in a temporary folder and write its preview, and optionally a grid of
-background interventions (this is how the figures in the docs are made).
+[`preview_grid`][embedcam.datasets.preview.preview_grid] draws samples with their boxes and mask
+outlines, [`intervention_grid`][embedcam.datasets.preview.intervention_grid] the background
+interventions of masked samples; [`save_preview`][embedcam.datasets.preview.save_preview] and
+[`save_intervention_grid`][embedcam.datasets.preview.save_intervention_grid] write them as PNG
+files. The pixel drawing (outlines, tile grids) is shared with `embedcam.report.figures`.
 """
 
 from __future__ import annotations
 
-import sys
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,9 @@ from embedcam import boxes as _boxes
 from embedcam.datasets._io import atomic_write_bytes, encode_image, read_mask, read_rgb
 from embedcam.datasets.index import DatasetIndex
 from embedcam.errors import ConfigurationError, DataError
+from embedcam.report.figures import _outline_boxes, _outline_mask, _tile_grid
 
-__all__ = ["preview_grid", "save_preview", "intervention_grid"]
+__all__ = ["preview_grid", "save_preview", "intervention_grid", "save_intervention_grid"]
 
 _BOX_RGB = (0, 230, 0)
 _MASK_RGB = (255, 0, 255)
@@ -45,15 +45,6 @@ def _pick(index: DatasetIndex, n: int, split: str | None, per_class: bool) -> li
                 picked.append(by_class[label][depth])
         depth += 1
     return picked
-
-
-def _outline(tile: np.ndarray, mask: np.ndarray, rgb: tuple[int, int, int]) -> None:
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    tile[mask & ~inner] = rgb
 
 
 def preview_grid(
@@ -87,11 +78,8 @@ def preview_grid(
     if n < 1 or cols < 1 or tile < 8:
         raise ConfigurationError(f"need n >= 1, cols >= 1, tile >= 8; got {n}, {cols}, {tile}")
     picked = _pick(index, n, split, per_class)
-    cols = min(cols, len(picked))
-    rows = -(-len(picked) // cols)
-    pad = 2
-    grid = np.full((rows * (tile + pad) + pad, cols * (tile + pad) + pad, 3), 255, np.uint8)
-    for k, i in enumerate(picked):
+    tiles = []
+    for i in picked:
         s = index.samples[i]
         img = torch.from_numpy(read_rgb(s.path)).permute(2, 0, 1).float()[None]
         src = (int(img.shape[-2]), int(img.shape[-1]))
@@ -99,20 +87,13 @@ def preview_grid(
         out = img.clamp(0, 255).round().byte().permute(1, 2, 0).numpy().copy()
         if show_masks and s.mask_path is not None:
             m = torch.from_numpy(read_mask(s.mask_path))[None, None].float()
-            m = F.interpolate(m, size=(tile, tile), mode="nearest")[0, 0].numpy() > 0.5
-            _outline(out, m, _MASK_RGB)
+            mask = F.interpolate(m, size=(tile, tile), mode="nearest")[0, 0].numpy() > 0.5
+            _outline_mask(out, mask, _MASK_RGB)
         if s.boxes:
             b = _boxes.resize_boxes(s.box_tensor(), src, (tile, tile))
-            for x0, y0, x1, y1 in b.round().long().tolist():
-                x1, y1 = max(x1 - 1, x0), max(y1 - 1, y0)
-                out[y0, x0 : x1 + 1] = _BOX_RGB
-                out[y1, x0 : x1 + 1] = _BOX_RGB
-                out[y0 : y1 + 1, x0] = _BOX_RGB
-                out[y0 : y1 + 1, x1] = _BOX_RGB
-        r, c = divmod(k, cols)
-        top, left = pad + r * (tile + pad), pad + c * (tile + pad)
-        grid[top : top + tile, left : left + tile] = out
-    return grid
+            _outline_boxes(out, b.round().long().tolist(), _BOX_RGB)
+        tiles.append(out)
+    return _tile_grid(tiles, min(cols, len(tiles)))
 
 
 def intervention_grid(
@@ -120,7 +101,8 @@ def intervention_grid(
 ) -> np.ndarray:
     """Draw rows of (original, Only-BG-B, Only-FG, Mixed-Same, Mixed-Rand) for masked samples.
 
-    Uses :mod:`embedcam.interventions` with the samples' exact masks (synthetic exports).
+    Uses [`embedcam.interventions`][embedcam.interventions] with the samples' exact masks (synthetic
+    exports).
 
     Args:
         index: A dataset index whose samples have masks, at least two per class in ``split``.
@@ -151,7 +133,8 @@ def intervention_grid(
     # the second image of each class is only there as a Mixed-Same donor
     order = [p[0] for p in pairs] + [p[1] for p in pairs]
     sub = part.model_copy(update={"samples": [part.samples[i] for i in order]})
-    batch = collate_boxes(list(ImageDataset(sub, size=(tile, tile), with_masks=True)))
+    data = ImageDataset(sub, size=(tile, tile), with_masks=True)
+    batch = collate_boxes([data[i] for i in range(len(data))])
     x, m, y = batch["image"], batch["mask"], batch["label"]
     columns = [
         x,
@@ -160,23 +143,21 @@ def intervention_grid(
         iv.mixed_same(x, m, y, generator=seed)[0],
         iv.mixed_rand(x, m, y, generator=seed)[0],
     ]
-    pad = 2
-    grid = np.full((n * (tile + pad) + pad, 5 * (tile + pad) + pad, 3), 255, np.uint8)
-    for r in range(n):
-        for c, col in enumerate(columns):
-            img = (col[r].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-            top, left = pad + r * (tile + pad), pad + c * (tile + pad)
-            grid[top : top + tile, left : left + tile] = img
-    return grid
+    tiles = [
+        (col[r].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        for r in range(n)
+        for col in columns
+    ]
+    return _tile_grid(tiles, len(columns))
 
 
 def save_preview(index: DatasetIndex, path: str | Path, **kwargs: object) -> Path:
-    """Write :func:`preview_grid` as a PNG file (atomically).
+    """Write [`preview_grid`][embedcam.datasets.preview.preview_grid] as a PNG file (atomically).
 
     Args:
         index: The dataset index.
         path: Destination ``.png``.
-        **kwargs: Passed to :func:`preview_grid`.
+        **kwargs: Passed to [`preview_grid`][embedcam.datasets.preview.preview_grid].
 
     Returns:
         The path written.
@@ -186,34 +167,24 @@ def save_preview(index: DatasetIndex, path: str | Path, **kwargs: object) -> Pat
     return p
 
 
-def _main(argv: Sequence[str]) -> int:
-    from embedcam.datasets.synthetic import ShelfConfig, generate_shelf
+def save_intervention_grid(index: DatasetIndex, path: str | Path, **kwargs: object) -> Path:
+    """Write [`intervention_grid`][embedcam.datasets.preview.intervention_grid] as a PNG file.
 
-    if len(argv) not in (1, 2):
-        print(
-            "usage: python -m embedcam.datasets OUT.png [INTERVENTIONS.png]",
-            file=sys.stderr,
-        )
-        return 2
-    cfg = ShelfConfig(
-        image_size=128,
-        families=8,
-        siblings=2,
-        images_per_class={"train": 2},
-        distractors=1,
-        occlusion=0.3,
-        seed=0,
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        index = generate_shelf(Path(tmp) / "shelf", cfg)
-        out = save_preview(index, argv[0], n=16, cols=8, tile=96)
-        print(f"wrote {out}")
-        if len(argv) == 2:
-            grid = intervention_grid(index, n=4, tile=80)
-            atomic_write_bytes(Path(argv[1]), encode_image(grid, "png"))
-            print(f"wrote {argv[1]}")
-    return 0
+    The file is written atomically (a temporary file in the same folder, then a rename).
 
+    Args:
+        index: A dataset index whose samples have masks (see
+            [`intervention_grid`][embedcam.datasets.preview.intervention_grid]).
+        path: Destination ``.png``.
+        **kwargs: Passed to [`intervention_grid`][embedcam.datasets.preview.intervention_grid].
 
-if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
+    Returns:
+        The path written.
+
+    Raises:
+        DataError: If the split has too few masked samples, or the file cannot be written.
+    """
+    p = Path(path)
+    grid = intervention_grid(index, **kwargs)  # type: ignore[arg-type]
+    atomic_write_bytes(p, encode_image(grid, "png"))
+    return p

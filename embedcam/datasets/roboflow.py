@@ -1,7 +1,7 @@
 """Readers for Roboflow exports in every layout, and the additional-labels mapping file.
 
 Roboflow (https://roboflow.com) exports a project as ``train/``, ``valid/`` and ``test/`` folders
-in one of these layouts, all read by :func:`load_roboflow`:
+in one of these layouts, all read by [`load_roboflow`][embedcam.datasets.roboflow.load_roboflow]:
 
 * ``folder``: ``<split>/<class>/<image>`` (classification).
 * ``csv``: ``<split>/_classes.csv`` with header ``filename, c1, c2, ...`` and one-hot rows
@@ -18,11 +18,11 @@ in one of these layouts, all read by :func:`load_roboflow`:
 A ``val/`` or ``validation/`` folder is read as the ``valid`` split (an export with two of them
 is refused). In COCO exports an image's exact object mask is the PNG its ``extra.mask`` names
 (inside the export), or else the union of its own-class annotations' ``segmentation``
-(polygons, uncompressed or compressed RLE), kept in :attr:`Sample.segmentation` and rasterised
-by :meth:`Sample.load_mask`.
+(polygons, uncompressed or compressed RLE), kept in `Sample.segmentation` and rasterised
+by [`Sample.load_mask`][embedcam.datasets.index.Sample.load_mask].
 
-Roboflow renames files to ``<stem>_<ext>.rf.<hash>.<ext>``; :attr:`Sample.source_name` recovers
-the original name.
+Roboflow renames files to ``<stem>_<ext>.rf.<hash>.<ext>``;
+[`Sample.source_name`][embedcam.datasets.index.Sample.source_name] recovers the original name.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-import yaml
 
 from embedcam import boxes as _boxes
 from embedcam.datasets._io import image_size, is_image
@@ -52,7 +51,7 @@ from embedcam.errors import ConfigurationError, DataError
 __all__ = ["FORMATS", "detect_format", "load_roboflow", "read_extra_labels"]
 
 FORMATS: tuple[str, ...] = ("folder", "csv", "coco", "yolo", "voc")
-"""The export layouts :func:`load_roboflow` reads."""
+"""The export layouts [`load_roboflow`][embedcam.datasets.roboflow.load_roboflow] reads."""
 
 _COCO_FILE = "_annotations.coco.json"
 _CSV_FILE = "_classes.csv"
@@ -174,7 +173,7 @@ def _read_text(path: Path, what: str, root: Path | None = None) -> str:
 
 
 def _parse_json(path: Path, text: str, what: str) -> Any:
-    """Parse JSON text read from ``path``; every failure is a :class:`DataError` naming it."""
+    """Parse JSON text read from ``path``; every failure is a `DataError` naming it."""
     try:
         return json.loads(text)
     except RecursionError as err:
@@ -205,11 +204,11 @@ class _Ctx:
         raise DataError(f"{reason}; fix the export, or pass skip_invalid=True to skip such files")
 
     def inside(self, path: Path, entry: str) -> Path:
-        """:func:`_inside` for this export: ``path`` if it resolves inside the root, else raise."""
+        """`_inside` for this export: ``path`` if it resolves inside the root, else raise."""
         return _inside(self.root, path, entry)
 
     def inside_or_skip(self, path: Path, entry: str) -> bool:
-        """Whether ``path`` lies inside the export; if not, skip it (or raise, see :meth:`bad`)."""
+        """Whether ``path`` lies inside the export; if not, skip it (or raise, see `bad`)."""
         try:
             self.inside(path, entry)
         except DataError as err:
@@ -728,6 +727,8 @@ def _yolo_name(value: Any, index: int, data_yaml: Path) -> str:
 
 def _yolo_names(data_yaml: Path, root: Path) -> tuple[list[str], dict[str, Any]]:
     text = _read_text(data_yaml, "annotation file", root)
+    import yaml  # imported on use: only YOLO exports need it
+
     try:
         data = yaml.safe_load(text) or {}
     except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError) as err:
@@ -976,10 +977,12 @@ def read_extra_labels(path: str | Path) -> tuple[list[str], dict[str, dict[str, 
 
     Examples:
         >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "labels.csv"
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmp.name) / "labels.csv"
         >>> _ = p.write_text("class, category, group\ncola, drinks, soda\n")
         >>> read_extra_labels(p)
         (['category', 'group'], {'cola': {'category': 'drinks', 'group': 'soda'}})
+        >>> tmp.cleanup()
     """
     p = Path(path)
     if not p.is_file():
@@ -1096,13 +1099,13 @@ def load_roboflow(
     skip_invalid: bool = False,
     verify_images: bool = True,
 ) -> DatasetIndex:
-    """Read a Roboflow export (any layout) into a :class:`DatasetIndex`.
+    """Read a Roboflow export (any layout) into a `DatasetIndex`.
 
     Class order is stable: folder and VOC layouts sort the class names; CSV takes the header
     order; COCO the category ids; YOLO the ``names`` order. Classes present in only some splits
     are merged (union, in order of first appearance over train, valid, test). In detection
     exports an image's class is the class with the largest total box area in it, its
-    :attr:`Sample.boxes` are that class's boxes and the rest go to :attr:`Sample.other_objects`.
+    `Sample.boxes` are that class's boxes and the rest go to `Sample.other_objects`.
     An image with no annotation is invalid (it has no label).
 
     The licence line of the export (``README.dataset.txt``, ``data.yaml``'s ``roboflow.license``
@@ -1110,16 +1113,17 @@ def load_roboflow(
 
     Exact object masks (COCO only): the PNG named by an image's ``extra.mask`` (relative to its
     split folder, and inside the export), else the union of the ``segmentation`` of the image's
-    own-class annotations when every one of them has one (:attr:`Sample.segmentation`,
-    rasterised by :meth:`Sample.load_mask`). An image where some of its class's objects are
-    unsegmented gets no mask rather than one that calls them background.
+    own-class annotations when every one of them has one (`Sample.segmentation`,
+    rasterised by [`Sample.load_mask`][embedcam.datasets.index.Sample.load_mask]). An image where
+    some of its class's objects are unsegmented gets no mask rather than one that calls them
+    background.
 
     Args:
         root: The export's root folder (holding ``train/``, ``valid/``, ``test/``).
         extra_labels: Optional mapping file of additional labels keyed by class name (see
-            :func:`read_extra_labels`).
+            [`read_extra_labels`][embedcam.datasets.roboflow.read_extra_labels]).
         format: ``"folder"``, ``"csv"``, ``"coco"``, ``"yolo"`` or ``"voc"``; detected from the
-            files when ``None`` (see :func:`detect_format`).
+            files when ``None`` (see [`detect_format`][embedcam.datasets.roboflow.detect_format]).
         allow_missing_labels: Accept classes that the mapping file does not list (they get no
             additional labels) instead of raising.
         skip_invalid: Skip missing or corrupt images and invalid annotations, listing them in
@@ -1150,9 +1154,14 @@ def load_roboflow(
     readers never open a file outside it.
 
     Examples:
+        The Grocery Store sample shipped with embedcam's tests, a folder export
+        (``train/<class>/*.jpg``) with a class-labels file:
+
         >>> import embedcam as ec
-        >>> index = ec.datasets.load_roboflow("export", extra_labels="a.csv")  # doctest: +SKIP
-        >>> index.classes, len(index.split("train"))  # doctest: +SKIP
+        >>> mini = "tests/fixtures/grocery-mini"
+        >>> index = ec.datasets.load_roboflow(mini, extra_labels=f"{mini}/extra_labels.csv")
+        >>> index.classes[:3], len(index.split("train")), index.label_names
+        (['Arla-Medium-Fat-Milk', 'Arla-Standard-Milk', 'Granny-Smith'], 48, ['category', 'group'])
     """
     root = Path(root).resolve()
     fmt = detect_format(root) if format is None else format

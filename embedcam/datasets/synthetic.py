@@ -23,7 +23,8 @@ and knows the ground truth that real data lacks:
   occlusion by a price tag (in front of it).
 * Per image: the exact visible-object mask (a PNG), the background id, and whether it is the
   home background, stored in the COCO image's ``extra`` field and read back by
-  :func:`~embedcam.datasets.load_roboflow` into :attr:`Sample.extra` / :attr:`Sample.mask_path`.
+  [`load_roboflow`][embedcam.datasets.roboflow.load_roboflow] into `Sample.extra` /
+  `Sample.mask_path`.
 
 Every image is drawn from its own random stream derived from ``(seed, split, class, i)``, split
 into an object stream and a background stream; so the output is deterministic for a seed, and
@@ -38,13 +39,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from scipy import ndimage
 
-from embedcam._atomic import temporary_folder
+from embedcam.atomic import temporary_folder
 from embedcam.datasets._io import encode_image
 from embedcam.datasets.index import SPLITS, DatasetIndex
 from embedcam.datasets.roboflow import load_roboflow
@@ -91,7 +91,7 @@ _SPLIT_ID = {s: i for i, s in enumerate(SPLITS)}
 
 
 class ShelfConfig(BaseModel):
-    """Settings of :func:`generate_shelf`; every field has a default.
+    """Settings of `generate_shelf`; every field has a default.
 
     Attributes:
         image_size: Side of the square images in pixels.
@@ -126,10 +126,15 @@ class ShelfConfig(BaseModel):
     families: int = Field(5, ge=1, le=32)
     siblings: int = Field(2, ge=1, le=len(GLYPHS))
     images_per_class: dict[Literal["train", "valid", "test"], int] = Field(
-        default_factory=lambda: {"train": 200, "valid": 20, "test": 100}
+        default_factory=lambda: cast(
+            "dict[Literal['train', 'valid', 'test'], int]", {"train": 200, "valid": 20, "test": 100}
+        )
     )
     shortcut: dict[Literal["train", "valid", "test"], float] = Field(
-        default_factory=lambda: {"train": 0.9, "valid": 0.9, "test": 0.9}
+        default_factory=lambda: cast(
+            "dict[Literal['train', 'valid', 'test'], float]",
+            {"train": 0.9, "valid": 0.9, "test": 0.9},
+        )
     )
     backgrounds: int | None = Field(None, ge=2)
     cue_contrast: float = Field(0.35, gt=0.0, le=1.0)
@@ -298,7 +303,7 @@ def _glyph_mask(glyph: str, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
 
 
 class ShelfRenderer:
-    """Draws the images of a :class:`ShelfConfig` in memory (used by :func:`generate_shelf`).
+    """Draws the images of a `ShelfConfig` in memory (used by `generate_shelf`).
 
     Useful on its own for experiments that need renders not in the export, e.g. an object on
     another class's home background: ``render(split, label, i, background_id=b)``.
@@ -359,6 +364,8 @@ class ShelfRenderer:
                 period * 0.28
             ) ** 2
         elif kind == 4:
+            from scipy import ndimage  # imported on use: import embedcam stays light
+
             noise = ndimage.gaussian_filter(rng.standard_normal((n, n)), sigma=period / 3)
             noise /= noise.std() + 1e-12
             pat = np.sin(2 * np.pi * y / period + 2.5 * noise) > 0
@@ -658,14 +665,16 @@ def generate_shelf(
     Args:
         out_dir: Destination folder (created; must not exist or be empty unless ``if_exists``
             says otherwise).
-        config: A :class:`ShelfConfig`, or a dict of its fields; default ``ShelfConfig()``.
+        config: A [`ShelfConfig`][embedcam.datasets.synthetic.ShelfConfig], or a dict of its fields;
+            default ``ShelfConfig()``.
         if_exists: When ``out_dir`` already holds files: ``"error"``; ``"reuse"`` to load it if
             it is a shelf export with the same config (an error otherwise); ``"overwrite"`` to
             replace it if it is a shelf export (other folders are never deleted).
 
     Returns:
-        The export loaded with :func:`~embedcam.datasets.load_roboflow`; each sample has
-        ``mask_path`` and ``extra`` (``background_id``, ``home``, ``home_background``, ...).
+        The export loaded with [`load_roboflow`][embedcam.datasets.roboflow.load_roboflow]; each
+        sample has ``mask_path`` and ``extra`` (``background_id``, ``home``, ``home_background``,
+        ...).
 
     Raises:
         ConfigurationError: If the config is invalid (the message names the field).
@@ -673,10 +682,12 @@ def generate_shelf(
 
     Examples:
         >>> import tempfile
-        >>> idx = generate_shelf(tempfile.mkdtemp() + "/shelf", {"image_size": 32, "families": 2,
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> idx = generate_shelf(tmp.name + "/shelf", {"image_size": 32, "families": 2,
         ...     "images_per_class": {"train": 2, "test": 1}})
         >>> idx.classes[:2], len(idx), idx.label_names
         (['bottle-red-disc', 'bottle-red-bar'], 12, ['category', 'group'])
+        >>> tmp.cleanup()
     """
     if config is None:
         cfg = ShelfConfig()

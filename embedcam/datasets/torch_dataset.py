@@ -1,8 +1,8 @@
-"""A torch ``Dataset`` over a :class:`DatasetIndex`, with transforms that move boxes and masks.
+"""A torch ``Dataset`` over a `DatasetIndex`, with transforms that move boxes and masks.
 
-Every geometric transform is applied to the image, its boxes (through :mod:`embedcam.boxes`, so
-the half-open ``[x0, y0, x1, y1]`` convention holds: pixel ``(r, c)`` is inside when ``x0 <= c +
-0.5 < x1``) and its object
+Every geometric transform is applied to the image, its boxes (through
+[`embedcam.boxes`][embedcam.boxes], so the half-open ``[x0, y0, x1, y1]`` convention holds: pixel
+``(r, c)`` is inside when ``x0 <= c + 0.5 < x1``) and its object
 mask together, and boxes are clipped afterwards.
 """
 
@@ -75,7 +75,7 @@ class Compose:
         mask: torch.Tensor | None,
         generator: torch.Generator,
     ) -> Triple:
-        """Apply every transform; see :class:`BoxTransform`."""
+        """Apply every transform; see `BoxTransform`."""
         for t in self.transforms:
             image, boxes, mask = t(image, boxes, mask, generator)
         return image, boxes, mask
@@ -104,7 +104,7 @@ class Resize:
         mask: torch.Tensor | None,
         generator: torch.Generator,
     ) -> Triple:
-        """Resize; see :class:`BoxTransform`."""
+        """Resize; see [`BoxTransform`][embedcam.datasets.torch_dataset.BoxTransform]."""
         src = (int(image.shape[-2]), int(image.shape[-1]))
         if src == self.size:
             return image, boxes, mask
@@ -140,7 +140,7 @@ class RandomHorizontalFlip:
         mask: torch.Tensor | None,
         generator: torch.Generator,
     ) -> Triple:
-        """Maybe flip; see :class:`BoxTransform`."""
+        """Maybe flip; see [`BoxTransform`][embedcam.datasets.torch_dataset.BoxTransform]."""
         if float(torch.rand((), generator=generator)) >= self.p:
             return image, boxes, mask
         w = image.shape[-1]
@@ -151,8 +151,9 @@ class RandomHorizontalFlip:
 class RandomCrop:
     """Crop a random window covering a fraction of the image area, keeping the aspect ratio.
 
-    Boxes are moved into the window with :func:`embedcam.boxes.crop_boxes` and clipped; boxes
-    that fall entirely outside become degenerate and are dropped by :class:`ImageDataset`.
+    Boxes are moved into the window with [`embedcam.boxes.crop_boxes`][embedcam.boxes.crop_boxes]
+    and clipped; boxes that fall entirely outside become degenerate and are dropped by
+    [`ImageDataset`][embedcam.datasets.torch_dataset.ImageDataset].
 
     Args:
         scale: Range ``(lo, hi)`` of the window's area fraction, ``0 < lo <= hi <= 1``.
@@ -171,7 +172,7 @@ class RandomCrop:
         mask: torch.Tensor | None,
         generator: torch.Generator,
     ) -> Triple:
-        """Crop; see :class:`BoxTransform`."""
+        """Crop; see [`BoxTransform`][embedcam.datasets.torch_dataset.BoxTransform]."""
         h, w = int(image.shape[-2]), int(image.shape[-1])
         u = torch.rand(3, generator=generator).tolist()
         frac = self.scale[0] + (self.scale[1] - self.scale[0]) * u[0]
@@ -185,7 +186,7 @@ class RandomCrop:
 
 
 class ImageDataset(Dataset):
-    """A torch dataset over a :class:`DatasetIndex` that moves boxes and masks with the image.
+    """A torch dataset over a `DatasetIndex` that moves boxes and masks with the image.
 
     Each item is a dict:
 
@@ -197,31 +198,41 @@ class ImageDataset(Dataset):
     * ``mask``: bool ``(H, W)`` exact object mask (only when masks are requested).
 
     The image goes through ``transform`` (e.g. augmentations), then is resized to ``size``.
-    Batch items with :func:`collate_boxes`.
+    Batch items with [`collate_boxes`][embedcam.datasets.torch_dataset.collate_boxes].
 
     Args:
         index: The dataset index.
         size: Model input size ``(H, W)`` (or an int for square); ``None`` keeps each image's
             own size.
         split: Restrict to one split (``"train"``, ``"valid"``, ``"test"``).
-        transform: Optional :class:`BoxTransform` applied before the final resize.
+        transform: Optional [`BoxTransform`][embedcam.datasets.torch_dataset.BoxTransform] applied
+            before the final resize.
         with_boxes: Return ``boxes``; ``None`` means "if the export has boxes".
         with_masks: Return ``mask``; ``None`` means "if every sample has a mask file".
         mean: Optional per-channel mean for normalisation (with ``std``).
         std: Optional per-channel standard deviation.
-        seed: Seed of the per-item random generators (see :meth:`set_epoch`).
+        seed: Seed of the per-item random generators (see
+            [`set_epoch`][embedcam.datasets.torch_dataset.ImageDataset.set_epoch]).
 
     Raises:
         DataError: If boxes are requested from a classification export, or masks from samples
             without mask files. Reading an item raises it when the image file is missing or
-            corrupt, or decodes to a size other than the sample's :attr:`Sample.size` (the size
+            corrupt, or decodes to a size other than the sample's `Sample.size` (the size
             its boxes refer to, e.g. a COCO ``width``/``height`` not checked because the index
             was loaded with ``verify_images=False``).
         ConfigurationError: If ``size``, ``mean`` or ``std`` are malformed.
 
     Examples:
-        >>> ds = ImageDataset(index, size=(64, 64), split="train")  # doctest: +SKIP
-        >>> loader = DataLoader(ds, batch_size=32, collate_fn=collate_boxes)  # doctest: +SKIP
+        On the Grocery Store sample shipped with embedcam's tests (a folder export, so the
+        items have no boxes; a detection export's batches would need ``collate_boxes``):
+
+        >>> from torch.utils.data import DataLoader
+        >>> from embedcam.datasets import load_roboflow
+        >>> index = load_roboflow("tests/fixtures/grocery-mini")
+        >>> ds = ImageDataset(index, size=(64, 64), split="train")
+        >>> batch = next(iter(DataLoader(ds, batch_size=4)))
+        >>> tuple(batch["image"].shape), batch["label"].tolist()
+        ((4, 3, 64, 64), [0, 0, 0, 0])
     """
 
     def __init__(
@@ -332,10 +343,10 @@ class ImageDataset(Dataset):
 
 
 def collate_boxes(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Collate :class:`ImageDataset` items whose box counts differ.
+    """Collate `ImageDataset` items whose box counts differ.
 
     Args:
-        batch: Items from :class:`ImageDataset`.
+        batch: Items from [`ImageDataset`][embedcam.datasets.torch_dataset.ImageDataset].
 
     Returns:
         A dict with the same keys as the items: ``image`` ``(B, 3, H, W)``, ``label`` int64
@@ -344,7 +355,7 @@ def collate_boxes(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Raises:
         ShapeError: If the batch is empty, the items have different keys, or image sizes differ
-            (pass ``size=`` to :class:`ImageDataset`).
+            (pass ``size=`` to [`ImageDataset`][embedcam.datasets.torch_dataset.ImageDataset]).
 
     Examples:
         >>> items = [{"image": torch.zeros(3, 2, 2), "label": 1, "index": 0,

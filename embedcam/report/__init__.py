@@ -1,11 +1,12 @@
 """Figure grids and Markdown/HTML reports.
 
-- :func:`image_grid` draws rows of :class:`GridCell` panels (image, verdict border, boxes, heat-map
+- [`image_grid`][embedcam.report.figures.image_grid] draws rows of
+  [`GridCell`][embedcam.report.figures.GridCell] panels (image, verdict border, boxes, heat-map
   overlay) into a PNG - the layout of the paper's Figures 1-4.
-- :func:`markdown_table` formats a GitHub-Markdown table.
-- :class:`Report` collects headings, paragraphs, lists, tables and figures and writes them as
-  Markdown (figures linked) and as one self-contained HTML file (figures embedded, no network
-  needed).
+- [`markdown_table`][embedcam.report.document.markdown_table] formats a GitHub-Markdown table.
+- [`Report`][embedcam.report.document.Report] collects headings, paragraphs, lists, tables and
+  figures and writes them as Markdown (figures linked) and as one self-contained HTML file (figures
+  embedded, no network needed).
 
 All files are written atomically (a temporary file in the same folder, then ``os.replace``).
 matplotlib is imported only when a grid is drawn, so ``import embedcam`` stays light.

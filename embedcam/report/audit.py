@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from embedcam._atomic import atomic_outputs
+from embedcam.atomic import atomic_outputs
 from embedcam.report.document import Report
 from embedcam.report.document import _literal as lit
 from embedcam.report.figures import GridCell, image_grid
@@ -175,7 +175,12 @@ def audit_report(result: AuditResult, folder: str | Path | None = None) -> Repor
 def _judge_text(result: AuditResult) -> str:
     j = result.judge
     crits = [j.criterion] if isinstance(j.criterion, str) else list(j.criterion)
-    thr = {"paper": j.share, "energy": j.energy, "region_iou": j.iou, "wsol": j.box_iou}
+    thr = {
+        "paper": j.positive_share,
+        "energy": j.energy,
+        "region_iou": j.region_iou,
+        "wsol": j.wsol_box_iou,
+    }
     parts = [f"{c} >= {thr[c]}" if c in thr else c for c in crits]
     return f" {j.combine} ".join(parts)
 
@@ -184,9 +189,9 @@ def write_audit_report(result: AuditResult, out: str | Path) -> None:
     """Write ``report.md``, ``report.html`` and ``results.json`` into ``out``, all or nothing.
 
     The three files are staged and moved into place together, ``results.json`` last (see
-    ``embedcam._atomic.atomic_outputs``): on any error (a full disk) the old ones stay,
-    complete; when ``results.json`` is present, the report beside it is complete. Inside an
-    ``atomic_outputs`` block over ``out`` (the CLI's), they join that block's outputs.
+    [`atomic_outputs`][embedcam.atomic.atomic_outputs]): on any error (a full disk) the old
+    ones stay, complete; when ``results.json`` is present, the report beside it is complete.
+    Inside an ``atomic_outputs`` block over ``out`` (the CLI's), they join that block's outputs.
 
     Args:
         result: The audit.

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedcam._atomic import atomic_write_bytes, staged_path
+from embedcam.atomic import atomic_write_bytes, staged_path
 from embedcam.errors import ConfigurationError, DataError, EmbedcamValueError, ShapeError
 
 __all__ = ["markdown_table", "Report"]
@@ -110,8 +110,8 @@ def markdown_table(
 
     Cells are written with ``str()`` (format floats before passing them), ``|`` becomes ``\|`` and
     a newline becomes ``<br>`` so a cell never breaks the table; cells are text with the inline
-    markup of :class:`Report` (``**bold**``, `` `code` ``), everything else (HTML tags, ``*``,
-    ``_``) is escaped to read as written. The result ends with a newline.
+    markup of [`Report`][embedcam.report.document.Report] (``**bold**``, `` `code` ``), everything
+    else (HTML tags, ``*``, ``_``) is escaped to read as written. The result ends with a newline.
 
     Args:
         headers: Column names, ``C`` of them.
@@ -206,7 +206,7 @@ def _md_escape(text: str, *, keep_escapes: bool = True) -> str:
 
 
 def _literal(text: object) -> str:
-    r"""Escape ``text`` for a :class:`Report`'s inline markup: it is shown exactly as written.
+    r"""Escape ``text`` for a `Report`'s inline markup: it is shown exactly as written.
 
     A backslash goes before every ``\``, ``*`` and `` ` ``, so that a name like ``**x**`` or
     ``a`b`` is neither bold nor code; insert names, paths and other user text with it.
@@ -363,18 +363,19 @@ pre code { background: none; padding: 0; }
 class Report:
     r"""A document builder: headings, paragraphs, lists, tables, figures and preformatted text.
 
-    Blocks are kept in the order they are added and written by :meth:`write_markdown` (tables as
-    GitHub Markdown, figures as relative links) or :meth:`write_html` (one self-contained file:
-    inline CSS, figures embedded as base64 ``data:`` URIs, no scripts, fonts or external links).
-    The report title is the level-1 heading and the HTML ``<title>``. Paragraph text is plain text
-    (HTML-escaped) with two bits of inline markup: ``**bold**`` and `` `code` ``; a backslash
-    before ASCII punctuation makes it literal (``\*\*x\*\*`` is ``**x**``, not bold). In the
-    Markdown everything else is escaped so that it reads as written (``<tag>``, ``*x*``, ``a|b``,
-    ``[a](b)`` are no HTML, emphasis, table cell or link); headings and the title are literal text
-    without markup. A list is added
-    with :meth:`add_list`; a paragraph written as a Markdown list (``"- a"``, ``"1. a"``, one item
-    per line) is rendered as one too, and consecutive list items of the same kind form one list
-    (``<ul>``/``<ol>`` in HTML, a tight list in Markdown).
+    Blocks are kept in the order they are added and written by
+    [`write_markdown`][embedcam.report.document.Report.write_markdown] (tables as GitHub Markdown,
+    figures as relative links) or [`write_html`][embedcam.report.document.Report.write_html] (one
+    self-contained file: inline CSS, figures embedded as base64 ``data:`` URIs, no scripts, fonts or
+    external links). The report title is the level-1 heading and the HTML ``<title>``. Paragraph
+    text is plain text (HTML-escaped) with two bits of inline markup: ``**bold**`` and `` `code` ``;
+    a backslash before ASCII punctuation makes it literal (``\*\*x\*\*`` is ``**x**``, not bold). In
+    the Markdown everything else is escaped so that it reads as written (``<tag>``, ``*x*``,
+    ``a|b``, ``[a](b)`` are no HTML, emphasis, table cell or link); headings and the title are
+    literal text without markup. A list is added with
+    [`add_list`][embedcam.report.document.Report.add_list]; a paragraph written as a Markdown list
+    (``"- a"``, ``"1. a"``, one item per line) is rendered as one too, and consecutive list items of
+    the same kind form one list (``<ul>``/``<ol>`` in HTML, a tight list in Markdown).
 
     Args:
         title: The document title.
@@ -491,7 +492,8 @@ class Report:
             headers: Column names, ``C`` of them.
             rows: Rows of exactly ``C`` cells each.
             caption: Text shown above the table, or ``None``.
-            align: Per-column alignment as in :func:`markdown_table`.
+            align: Per-column alignment as in
+                [`markdown_table`][embedcam.report.document.markdown_table].
 
         Raises:
             EmbedcamValueError: If ``headers`` is empty or a row is not a sequence.
@@ -510,7 +512,7 @@ class Report:
         )
 
     def add_figure(self, path: str | Path, caption: str | None = None) -> None:
-        """Add a figure file (PNG or JPEG), e.g. one written by :func:`image_grid`.
+        """Add a figure file (PNG or JPEG), e.g. one written by `image_grid`.
 
         The file is read when the report is written, so it may be regenerated in between; it
         must exist now and then.

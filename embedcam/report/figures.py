@@ -1,9 +1,10 @@
 """Figure grids: images with titles, coloured verdict borders, boxes and heat-map overlays.
 
-A grid is a list of rows of :class:`GridCell` (or ``None`` for a blank cell). It is drawn with
-matplotlib's object-oriented API on an Agg canvas - no ``pyplot`` state, no window, nothing left
-open after the call - and written atomically as a PNG. This is how the paper's Figures 1-4 are
-laid out: one row per image, one column per model, the verdict in the title and the border colour.
+A grid is a list of rows of [`GridCell`][embedcam.report.figures.GridCell] (or ``None`` for a blank
+cell). It is drawn with matplotlib's object-oriented API on an Agg canvas - no ``pyplot`` state, no
+window, nothing left open after the call - and written atomically as a PNG. This is how the paper's
+Figures 1-4 are laid out: one row per image, one column per model, the verdict in the title and the
+border colour.
 
 The heat-map overlay follows the usual Grad-CAM display (Selvaraju et al., "Grad-CAM: Visual
 Explanations from Deep Networks via Gradient-based Localization", ICCV 2017): a colour-mapped map
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from embedcam._atomic import atomic_write_bytes
+from embedcam.atomic import atomic_write_bytes
 from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
 
 if TYPE_CHECKING:
@@ -136,9 +137,60 @@ def _boxes_to_numpy(boxes: Tensor) -> np.ndarray:
     return arr
 
 
+# -- pixel primitives: uint8 (H, W, 3) arrays drawn in place, no matplotlib -----------------------
+# (the dataset previews of `embedcam.datasets` draw with these; `image_grid` below uses matplotlib)
+
+
+def _outline_mask(tile: np.ndarray, mask: np.ndarray, rgb: tuple[int, int, int]) -> None:
+    """Paint the one-pixel boundary of ``mask`` (``(H, W)`` bool) onto ``tile`` in ``rgb``.
+
+    A pixel is on the boundary when it is in the mask and one of its 4-neighbours is not (pixels
+    on the image border count as boundary).
+    """
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    tile[mask & ~inner] = rgb
+
+
+def _outline_boxes(
+    tile: np.ndarray, boxes: Sequence[Sequence[int]], rgb: tuple[int, int, int]
+) -> None:
+    """Paint one-pixel outlines of integer xyxy boxes (half-open) onto ``tile`` in ``rgb``.
+
+    The outline runs on the box's outermost pixels: columns ``x0`` and ``x1 - 1``, rows ``y0``
+    and ``y1 - 1`` (a box one pixel wide is one line).
+    """
+    for x0, y0, x1, y1 in boxes:
+        x1, y1 = max(x1 - 1, x0), max(y1 - 1, y0)
+        tile[y0, x0 : x1 + 1] = rgb
+        tile[y1, x0 : x1 + 1] = rgb
+        tile[y0 : y1 + 1, x0] = rgb
+        tile[y0 : y1 + 1, x1] = rgb
+
+
+def _tile_grid(tiles: Sequence[np.ndarray], cols: int, *, pad: int = 2) -> np.ndarray:
+    """Lay equal-sized uint8 ``(t, t, 3)`` tiles out row by row on white, ``pad`` pixels apart.
+
+    Returns:
+        uint8 ``(rows * (t + pad) + pad, cols * (t + pad) + pad, 3)``, ``rows = ceil(n / cols)``;
+        cells after the last tile stay white.
+    """
+    t = int(tiles[0].shape[0])
+    rows = -(-len(tiles) // cols)
+    grid = np.full((rows * (t + pad) + pad, cols * (t + pad) + pad, 3), 255, np.uint8)
+    for k, tile in enumerate(tiles):
+        r, c = divmod(k, cols)
+        top, left = pad + r * (t + pad), pad + c * (t + pad)
+        grid[top : top + t, left : left + t] = tile
+    return grid
+
+
 @dataclass(frozen=True)
 class GridCell:
-    """One panel of an :func:`image_grid`: an image with optional verdict, boxes and heat map.
+    """One panel of an `image_grid`: an image with optional verdict, boxes and heat map.
 
     The inputs are validated when the cell is made, so a bad panel fails where it is built rather
     than deep inside a long figure loop.
@@ -350,13 +402,13 @@ def image_grid(
         font_size: Title font size in points; by default ``4 * cell_size`` clipped to ``[6, 12]``.
 
     Returns:
-        The path written, as a :class:`~pathlib.Path`.
+        The path written, as a `Path`.
 
     Raises:
         ShapeError: If there are no cells, rows differ in length (the message names the row), or
             ``row_titles``/``col_titles`` do not match the grid.
-        EmbedcamValueError: If a cell is not a :class:`GridCell` or ``None``, ``cell_size``,
-            ``dpi`` or ``map_alpha`` are out of range.
+        EmbedcamValueError: If a cell is not a [`GridCell`][embedcam.report.figures.GridCell] or
+            ``None``, ``cell_size``, ``dpi`` or ``map_alpha`` are out of range.
         ConfigurationError: If ``map_cmap`` or ``box_color`` is unknown to matplotlib.
 
     Examples:

@@ -12,6 +12,13 @@ stays the module).
 
 from __future__ import annotations
 
+from paper_sku.distances import (
+    BaseDistance,
+    DistanceTransform,
+    EuclideanDistance,
+    FocalTransform,
+    IdentityTransform,
+)
 from paper_sku.knn import KnnEvaluation, embed, evaluate, knn_predict
 from paper_sku.losses import (
     FlexibleMarginTripletLoss,
@@ -22,8 +29,10 @@ from paper_sku.losses import (
     difference_degree,
     pairwise_distance,
 )
+from paper_sku.margins import FixedMargin, FlexibleMargin, MarginRule
 from paper_sku.mining import BatchHardMiner, SemiHardMiner, TripletMiner, Triplets
 from paper_sku.model import PaperCNN
+from paper_sku.reducers import MeanActiveReducer, MeanReducer, SumReducer, TripletReducer
 from paper_sku.sampler import PKSampler
 from paper_sku.train import EpochStats, TrainConfig, TrainResult, load_checkpoint, load_model
 
@@ -36,6 +45,18 @@ __all__ = [
     "LossOutput",
     "difference_degree",
     "pairwise_distance",
+    "BaseDistance",
+    "EuclideanDistance",
+    "DistanceTransform",
+    "IdentityTransform",
+    "FocalTransform",
+    "MarginRule",
+    "FixedMargin",
+    "FlexibleMargin",
+    "TripletReducer",
+    "MeanReducer",
+    "MeanActiveReducer",
+    "SumReducer",
     "TripletMiner",
     "SemiHardMiner",
     "BatchHardMiner",

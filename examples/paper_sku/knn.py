@@ -1,8 +1,9 @@
 """k-nearest-neighbour classification of embeddings (the paper's classifier) and ``embed``.
 
-The classifier and its evaluation live in the library (:mod:`embedcam.classify`, where the
-choices made where the paper is silent are documented); this module re-exports them and adds
-:func:`embed`, the whole-dataset embedding pass of the example.
+The classifier and its evaluation live in the library
+([`embedcam.classify`][embedcam.classify], where the choices made where the paper is silent are
+documented); this module re-exports them and adds [`embed`][paper_sku.knn.embed], the
+whole-dataset embedding pass of the example.
 
 Examples:
     >>> import torch

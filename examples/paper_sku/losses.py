@@ -1,25 +1,49 @@
-"""The paper's three triplet losses, each trained with semi-hard mining.
+"""The paper's three triplet losses: one loss composed of injected parts, three presets.
 
-All three share one template (:class:`TripletLossBase`): pairwise distances ``D`` -> a distance
-transform ``phi`` -> a margin for every (anchor, negative) pair -> a miner picks triplets ->
-``l = [phi(D_ap) - phi(D_an) + m_an]_+`` -> reduction chosen by the miner.
+There is one loss, [`TripletLossBase`][paper_sku.losses.TripletLossBase], built from five parts,
+each replaceable on its own (the pytorch-metric-learning design of injected distances and
+reducers):
+
+1. a distance ``D`` ([`BaseDistance`][paper_sku.distances.BaseDistance]; squared Euclidean by
+   default),
+2. a distance transform ``phi`` ([`DistanceTransform`][paper_sku.distances.DistanceTransform]:
+   the identity, the focal kernel ``exp(D / sigma)``, ...),
+3. a margin rule ``m(a, n)`` ([`MarginRule`][paper_sku.margins.MarginRule]: a fixed margin or the
+   flexible margin),
+4. a miner that only selects triplets ([`TripletMiner`][paper_sku.mining.TripletMiner]),
+5. a reducer ([`TripletReducer`][paper_sku.reducers.TripletReducer]: mean over all mined
+   triplets, mean over the active ones, or sum), independent of the miner.
+
+The loss of a mined triplet is ``l = [phi(D_ap) - phi(D_an) + m(a, n)]_+``. The paper's losses are
+presets of those parts, differing only in ``phi`` and the margin rule:
+
+- [`TripletLoss`][paper_sku.losses.TripletLoss]: identity and a fixed margin;
+- [`FocalTripletLoss`][paper_sku.losses.FocalTripletLoss]: ``exp(D / sigma)`` and a fixed margin;
+- [`FlexibleMarginTripletLoss`][paper_sku.losses.FlexibleMarginTripletLoss]: ``exp(D / sigma)``
+  (or the identity with ``focal=False``) and the flexible margin.
+
+All three default to the TensorFlow-style semi-hard miner and the mean over all mined triplets;
+``miner=`` and ``reducer=`` replace them independently.
 
 Distances (``distance=``), on L2-normalised embeddings:
 
 - ``"squared"`` (default, as FaceNet): ``D = ||u - v||^2 = 2 - 2 cos(u, v)``, in ``[0, 4]``.
 - ``"euclidean"``: ``D = ||u - v||``, in ``[0, 2]``.
 
-The margin lives on the scale of ``phi(D)``: the squared-distance scale for :class:`TripletLoss`
-(FaceNet's ``alpha = 0.2``), the ``exp(D / sigma)`` scale for the focal losses.
+The margin lives on the scale of ``phi(D)``: the squared-distance scale for
+[`TripletLoss`][paper_sku.losses.TripletLoss] (FaceNet's ``alpha = 0.2``), the ``exp(D / sigma)``
+scale for the focal losses.
 
-- :class:`TripletLoss` - Schroff, Kalenichenko & Philbin, *FaceNet*, CVPR 2015.
-- :class:`FocalTripletLoss` - Zhang et al., *Focal triplet loss*, IEEE Access 2018:
-  ``phi(D) = exp(D / sigma)`` up-weights hard triplets. Default ``sigma = 1.0`` on squared
-  distances (see *Choosing sigma* below); the paper does not say whether ``D`` is squared, the
-  default here is squared (consistent with the other two losses).
-- :class:`FlexibleMarginTripletLoss` - Petrova 2025, *Method of training image classifiers using
-  additional labels*, DOI 10.26102/2310-6018/2025.49.2.041. **The published formula could not be
-  read; this is a reconstruction** (see the class docstring).
+- [`TripletLoss`][paper_sku.losses.TripletLoss] - Schroff, Kalenichenko & Philbin, *FaceNet*,
+  CVPR 2015.
+- [`FocalTripletLoss`][paper_sku.losses.FocalTripletLoss] - Zhang et al., *Focal triplet loss*,
+  IEEE Access 2018: ``phi(D) = exp(D / sigma)`` up-weights hard triplets. Default ``sigma = 1.0``
+  on squared distances (see *Choosing sigma* below); the paper does not say whether ``D`` is
+  squared, the default here is squared (consistent with the other two losses).
+- [`FlexibleMarginTripletLoss`][paper_sku.losses.FlexibleMarginTripletLoss] - Petrova 2025,
+  *Method of training image classifiers using additional labels*, DOI
+  10.26102/2310-6018/2025.49.2.041. **The published formula could not be read; this is a
+  reconstruction** (see the class docstring).
 
 Choosing sigma: ``sigma = 0.3`` (the value in public focal-triplet implementations) collapses
 the embedding on real photos. On the Grocery Store dataset (Klasson et al., WACV 2019; 81 products,
@@ -44,27 +68,60 @@ Numerics: distances and losses are computed in float64 and cast back to the embe
 returning ``inf``. The Euclidean square root has a zero gradient at zero distance, not NaN.
 
 Examples:
+    Anchor 0 has its positive at squared distance 2 and its negatives at 4 and 2, so the semi-hard
+    negative is the one at 4 and the triplet's loss is ``[2 - 4 + 0.2]_+ = 0``; the batch-hard
+    negative is the one at 2, with loss ``[2 - 2 + 0.2]_+ = 0.2``.
+
     >>> import torch
-    >>> import torch.nn.functional as F
-    >>> from paper_sku.losses import TripletLoss
-    >>> emb = F.normalize(torch.randn(8, 16), dim=1)
-    >>> loss = TripletLoss(margin=0.2)(emb, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
-    >>> loss.ndim, bool(loss >= 0)
-    (0, True)
+    >>> from paper_sku.losses import TripletLoss, TripletLossBase
+    >>> from paper_sku.distances import FocalTransform
+    >>> from paper_sku.margins import FixedMargin
+    >>> from paper_sku.mining import BatchHardMiner
+    >>> from paper_sku.reducers import SumReducer
+    >>> emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    >>> labels = torch.tensor([0, 0, 1, 1])
+    >>> TripletLoss(margin=0.2).compute(emb, labels)[1:]  # 4 triplets, none active
+    (4, 0, 0.0)
+    >>> round(float(TripletLoss(margin=0.2, miner=BatchHardMiner())(emb, labels)), 6)
+    0.2
+    >>> custom = TripletLossBase(
+    ...     transform=FocalTransform(sigma=1.0), margin_rule=FixedMargin(0.5),
+    ...     miner=BatchHardMiner(), reducer=SumReducer())
+    >>> round(float(custom(emb, labels)), 6)  # 4 anchors x [e^2 - e^2 + 0.5]_+
+    2.0
 """
 
 from __future__ import annotations
 
-import math
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Mapping, Sequence
+import inspect
+import warnings
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
 
 from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
+from paper_sku.distances import (
+    BaseDistance,
+    Distance,
+    DistanceTransform,
+    EuclideanDistance,
+    FocalTransform,
+    IdentityTransform,
+    _check_positive,
+    pairwise_distance,
+)
+from paper_sku.margins import (
+    ExtraLabels,
+    FixedMargin,
+    FlexibleMargin,
+    MarginFn,
+    MarginRule,
+    difference_degree,
+)
 from paper_sku.mining import SemiHardMiner, TripletMiner, check_labels
+from paper_sku.reducers import MeanActiveReducer, MeanReducer, TripletReducer
 
 __all__ = [
     "Distance",
@@ -77,11 +134,6 @@ __all__ = [
     "difference_degree",
     "ExtraLabels",
 ]
-
-Distance = Literal["squared", "euclidean"]
-#: A class -> additional-labels table: ``{class_id: (category, group, ...)}``, a sequence whose
-#: row ``c`` holds class ``c``'s labels, or an integer tensor ``(C, L)``.
-ExtraLabels = Mapping[int, Sequence[Hashable]] | Sequence[Sequence[Hashable]] | torch.Tensor
 
 
 class LossOutput(NamedTuple):
@@ -98,32 +150,6 @@ class LossOutput(NamedTuple):
     num_triplets: int
     num_active: int
     active_fraction: float
-
-
-def pairwise_distance(x: torch.Tensor, distance: Distance = "squared") -> torch.Tensor:
-    """All pairwise distances of a batch of embeddings.
-
-    Args:
-        x: ``(B, D)`` embeddings.
-        distance: ``"squared"`` Euclidean or plain ``"euclidean"``.
-
-    Returns:
-        ``(B, B)`` distances with an exact zero diagonal.
-
-    Raises:
-        ConfigurationError: If ``distance`` is unknown.
-    """
-    if distance not in ("squared", "euclidean"):
-        raise ConfigurationError(f"unknown distance {distance!r}; use 'squared' or 'euclidean'")
-    sq_norm = (x * x).sum(dim=1)
-    sq = (sq_norm[:, None] + sq_norm[None, :] - 2.0 * (x @ x.T)).clamp_min(0.0)
-    sq = sq * (1.0 - torch.eye(x.shape[0], dtype=x.dtype, device=x.device))
-    if distance == "squared":
-        return sq
-    # sqrt has an infinite derivative at 0 (the diagonal, duplicate images): route those entries
-    # through sqrt(1) and zero them, so their gradient is 0 instead of NaN.
-    positive = sq > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, sq, torch.ones_like(sq))), 0.0)
 
 
 def _check_embeddings(embeddings: torch.Tensor, labels: torch.Tensor) -> None:
@@ -144,32 +170,106 @@ def _check_embeddings(embeddings: torch.Tensor, labels: torch.Tensor) -> None:
     check_labels(labels, embeddings.shape[0])
 
 
-class TripletLossBase(nn.Module, ABC):
-    """Template of the triplet losses: validate, distances, ``phi``, margins, mine, reduce.
+def _caller_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside this module (the user's constructor call)."""
+    frame, level = inspect.currentframe(), 1
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level - 1
 
-    Subclasses override :meth:`phi` (distance transform) and/or :meth:`margin_matrix`.
+
+def _default_reducer(miner: TripletMiner) -> TripletReducer:
+    """The reducer of a loss built without one: the mean, or the miner's deprecated choice."""
+    if inspect.getattr_static(type(miner), "reduction", None) is TripletMiner.__dict__["reduction"]:
+        legacy = miner._legacy_reduction()
+    else:  # a subclass that still declares ``reduction`` itself
+        legacy = getattr(miner, "reduction", "mean")
+    if legacy == "mean_nonzero":
+        warnings.warn(
+            f"{miner!r} no longer chooses the loss's reduction; the loss averages over the active "
+            "triplets for it now, but will average over all mined triplets in a future version. "
+            "Pass reducer=MeanActiveReducer() (paper_sku.reducers) to keep this behaviour, or "
+            "reducer=MeanReducer() for the new default",
+            DeprecationWarning,
+            stacklevel=_caller_stacklevel(),
+        )
+        return MeanActiveReducer()
+    return MeanReducer()
+
+
+class TripletLossBase(nn.Module):
+    """The triplet loss composed of a distance, a transform, a margin rule, a miner and a reducer.
+
+    ``compute`` validates the batch, computes ``phi(D)`` and the margins in float64, lets the
+    miner pick triplets on ``phi(D)`` (without gradient), forms
+    ``l = [phi(D_ap) - phi(D_an) + m(a, n)]_+`` and reduces the ``l`` with the reducer. See the
+    module docstring of [`paper_sku.losses`][paper_sku.losses].
+
+    Subclasses may still override [`phi`][paper_sku.losses.TripletLossBase.phi] and
+    [`margin_matrix`][paper_sku.losses.TripletLossBase.margin_matrix] instead of injecting parts.
 
     Args:
-        distance: ``"squared"`` or ``"euclidean"``.
-        miner: A :class:`~paper_sku.mining.TripletMiner`; default
-            :class:`~paper_sku.mining.SemiHardMiner` with TensorFlow semantics.
+        distance: ``"squared"``, ``"euclidean"`` or a
+            [`BaseDistance`][paper_sku.distances.BaseDistance].
+        miner: A [`TripletMiner`][paper_sku.mining.TripletMiner]; default
+            [`SemiHardMiner`][paper_sku.mining.SemiHardMiner] with TensorFlow semantics.
+        transform: The distance transform ``phi``; default
+            [`IdentityTransform`][paper_sku.distances.IdentityTransform].
+        margin_rule: The margins; default [`FixedMargin`][paper_sku.margins.FixedMargin] ``(0.2)``.
+        reducer: The reducer; default [`MeanReducer`][paper_sku.reducers.MeanReducer]. A miner
+            that still declares the deprecated ``reduction = "mean_nonzero"``, such as
+            ``SemiHardMiner("pml")``, gets
+            [`MeanActiveReducer`][paper_sku.reducers.MeanActiveReducer] instead, with a
+            ``DeprecationWarning``; pass ``reducer=`` to choose.
 
     Raises:
-        ConfigurationError: If ``distance`` is unknown or ``miner`` is not a TripletMiner.
+        ConfigurationError: If ``distance`` is unknown or a part has the wrong type.
+
+    Attributes:
+        distance: The distance's name (``"squared"`` or ``"euclidean"`` for the built-in one).
+        distance_fn: The [`BaseDistance`][paper_sku.distances.BaseDistance].
+        transform: The [`DistanceTransform`][paper_sku.distances.DistanceTransform].
+        margin_rule: The [`MarginRule`][paper_sku.margins.MarginRule].
+        miner: The [`TripletMiner`][paper_sku.mining.TripletMiner].
+        reducer: The [`TripletReducer`][paper_sku.reducers.TripletReducer].
     """
 
-    def __init__(self, distance: Distance = "squared", miner: TripletMiner | None = None) -> None:
+    def __init__(
+        self,
+        distance: Distance | BaseDistance = "squared",
+        miner: TripletMiner | None = None,
+        *,
+        transform: DistanceTransform | None = None,
+        margin_rule: MarginRule | None = None,
+        reducer: TripletReducer | None = None,
+    ) -> None:
         super().__init__()
-        if distance not in ("squared", "euclidean"):
-            raise ConfigurationError(f"unknown distance {distance!r}; use 'squared' or 'euclidean'")
+        distance_fn = (
+            distance
+            if isinstance(distance, BaseDistance)
+            else EuclideanDistance.from_name(distance)
+        )
         miner = SemiHardMiner() if miner is None else miner
-        if not isinstance(miner, TripletMiner):
-            raise ConfigurationError(f"miner must be a TripletMiner, got {type(miner).__name__}")
-        self.distance: Distance = distance
+        parts = [
+            ("miner", miner, TripletMiner),
+            ("transform", transform, DistanceTransform),
+            ("margin_rule", margin_rule, MarginRule),
+            ("reducer", reducer, TripletReducer),
+        ]
+        for name, part, kind in parts:
+            if part is not None and not isinstance(part, kind):
+                raise ConfigurationError(
+                    f"{name} must be a {kind.__name__}, got {type(part).__name__}"
+                )
+        self.distance_fn = distance_fn
+        self.distance: str = distance_fn.name
         self.miner = miner
+        self.transform = IdentityTransform() if transform is None else transform
+        self.margin_rule = FixedMargin() if margin_rule is None else margin_rule
+        self.reducer = _default_reducer(miner) if reducer is None else reducer
 
     def phi(self, dist: torch.Tensor) -> torch.Tensor:
-        """Distance transform applied before the hinge (identity here).
+        """Distance transform applied before the hinge: the injected ``transform``.
 
         Args:
             dist: ``(B, B)`` distances, float64.
@@ -177,11 +277,10 @@ class TripletLossBase(nn.Module, ABC):
         Returns:
             ``(B, B)`` transformed distances.
         """
-        return dist
+        return self.transform(dist)
 
-    @abstractmethod
     def margin_matrix(self, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Margin of every (anchor, negative) pair of the batch.
+        """Margin of every (anchor, negative) pair of the batch: the injected ``margin_rule``.
 
         Args:
             labels: ``(B,)`` class labels.
@@ -189,7 +288,12 @@ class TripletLossBase(nn.Module, ABC):
 
         Returns:
             ``(B, B)`` margins.
+
+        Raises:
+            EmbedcamValueError: If the margin rule cannot give a label a margin (a class missing
+                from the flexible margin's table).
         """
+        return self.margin_rule(labels, dtype)
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         """Loss and mining statistics.
@@ -199,7 +303,7 @@ class TripletLossBase(nn.Module, ABC):
             labels: ``(B,)`` integer class labels; at least 2 classes and one positive pair.
 
         Returns:
-            A :class:`LossOutput`.
+            A [`LossOutput`][paper_sku.losses.LossOutput].
 
         Raises:
             ShapeError: If shapes are wrong.
@@ -209,21 +313,13 @@ class TripletLossBase(nn.Module, ABC):
         _check_embeddings(embeddings, labels)
         labels = labels.to(embeddings.device)
         x = embeddings.to(torch.float64)
-        transformed = self.phi(pairwise_distance(x, self.distance))
+        transformed = self.phi(self.distance_fn(x))
         margins = self.margin_matrix(labels, torch.float64)
         with torch.no_grad():
             a, p, n = self.miner(transformed.detach(), labels, margins)
         losses = torch.relu(transformed[a, p] - transformed[a, n] + margins[a, n])
-        active = losses > 0
-        num_triplets, num_active = int(losses.numel()), int(active.sum())
-        if num_triplets == 0 or (self.miner.reduction == "mean_nonzero" and num_active == 0):
-            # Nothing to learn from, but keep the graph so backward() still works.
-            loss = x.sum() * 0.0
-        elif self.miner.reduction == "mean_nonzero":
-            loss = losses[active].mean()
-        else:
-            loss = losses.mean()
-        loss = loss.to(embeddings.dtype)
+        num_triplets, num_active = int(losses.numel()), int((losses > 0).sum())
+        loss = self.reducer(losses).to(embeddings.dtype)
         if not bool(torch.isfinite(loss)):
             raise EmbedcamValueError(
                 f"the loss overflowed {embeddings.dtype} (max phi(D) = "
@@ -233,7 +329,7 @@ class TripletLossBase(nn.Module, ABC):
         return LossOutput(loss, num_triplets, num_active, fraction)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Scalar loss; see :meth:`compute`.
+        """Scalar loss; see [`compute`][paper_sku.losses.TripletLossBase.compute].
 
         Args:
             embeddings: ``(B, D)`` embeddings.
@@ -244,53 +340,74 @@ class TripletLossBase(nn.Module, ABC):
         """
         return self.compute(embeddings, labels).loss
 
-
-def _check_positive(name: str, value: float) -> float:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ConfigurationError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    def extra_repr(self) -> str:
+        """The injected parts, shown by ``repr``."""
+        return (
+            f"distance={self.distance_fn!r}, transform={self.transform!r}, "
+            f"margin_rule={self.margin_rule!r}, miner={self.miner!r}, "
+            f"reducer={self.reducer!r}"
+        )
 
 
 class TripletLoss(TripletLossBase):
     """Triplet loss ``[D_ap - D_an + margin]_+`` (Schroff et al., FaceNet, CVPR 2015).
 
+    [`TripletLossBase`][paper_sku.losses.TripletLossBase] with the identity transform and a
+    [`FixedMargin`][paper_sku.margins.FixedMargin].
+
     Args:
         margin: Margin on the distance's scale (FaceNet: 0.2 on squared distance).
-        distance: ``"squared"`` (default) or ``"euclidean"``.
-        miner: Triplet miner; default TensorFlow-style :class:`~paper_sku.mining.SemiHardMiner`.
+        distance: ``"squared"`` (default), ``"euclidean"`` or a
+            [`BaseDistance`][paper_sku.distances.BaseDistance].
+        miner: Triplet miner; default TensorFlow-style
+            [`SemiHardMiner`][paper_sku.mining.SemiHardMiner].
+        reducer: Reducer; default [`MeanReducer`][paper_sku.reducers.MeanReducer] (see
+            [`TripletLossBase`][paper_sku.losses.TripletLossBase] for a deprecated exception).
 
     Raises:
         ConfigurationError: If ``margin`` is not positive or ``distance`` is unknown.
+
+    Attributes:
+        margin: The margin as a float.
     """
 
     def __init__(
-        self, margin: float = 0.2, distance: Distance = "squared", miner: TripletMiner | None = None
+        self,
+        margin: float = 0.2,
+        distance: Distance | BaseDistance = "squared",
+        miner: TripletMiner | None = None,
+        *,
+        reducer: TripletReducer | None = None,
     ) -> None:
-        super().__init__(distance=distance, miner=miner)
-        self.margin = _check_positive("margin", margin)
-
-    def margin_matrix(self, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """A constant ``margin`` for every pair; see :meth:`TripletLossBase.margin_matrix`."""
-        b = labels.shape[0]
-        return torch.full((b, b), self.margin, dtype=dtype, device=labels.device)
+        rule = FixedMargin(margin)
+        super().__init__(distance, miner, margin_rule=rule, reducer=reducer)
+        self.margin = rule.margin
 
 
-class FocalTripletLoss(TripletLoss):
+class FocalTripletLoss(TripletLossBase):
     """Focal triplet loss ``[exp(D_ap / s) - exp(D_an / s) + margin]_+`` (Zhang et al. 2018).
 
-    The exponential kernel makes the gradient grow with the distance, so hard triplets weigh more.
-    The margin lives in ``exp`` space: ``phi`` is 1 at ``D = 0`` and ``exp(4 / sigma)`` at the
-    largest squared distance of normalised embeddings.
+    [`TripletLossBase`][paper_sku.losses.TripletLossBase] with the
+    [`FocalTransform`][paper_sku.distances.FocalTransform] and a
+    [`FixedMargin`][paper_sku.margins.FixedMargin]. The exponential kernel makes the gradient grow
+    with the distance, so hard triplets weigh more. The margin lives in ``exp`` space: ``phi`` is 1
+    at ``D = 0`` and ``exp(4 / sigma)`` at the largest squared distance of normalised embeddings.
 
     Args:
         margin: Margin on the ``exp(D / sigma)`` scale.
         sigma: Kernel width (> 0). 1.0 by default: 0.3, the value of public implementations,
             collapses the embedding on real photos (see the module docstring).
-        distance: ``"squared"`` (default) or ``"euclidean"``.
+        distance: ``"squared"`` (default), ``"euclidean"`` or a
+            [`BaseDistance`][paper_sku.distances.BaseDistance].
         miner: Triplet miner; default TensorFlow-style semi-hard.
+        reducer: Reducer; default [`MeanReducer`][paper_sku.reducers.MeanReducer].
 
     Raises:
         ConfigurationError: If ``margin`` or ``sigma`` is not positive.
+
+    Attributes:
+        margin: The margin as a float.
+        sigma: The kernel width as a float.
 
     Examples:
         >>> import torch
@@ -305,123 +422,31 @@ class FocalTripletLoss(TripletLoss):
         self,
         margin: float = 0.2,
         sigma: float = 1.0,
-        distance: Distance = "squared",
+        distance: Distance | BaseDistance = "squared",
         miner: TripletMiner | None = None,
+        *,
+        reducer: TripletReducer | None = None,
     ) -> None:
-        super().__init__(margin=margin, distance=distance, miner=miner)
-        self.sigma = _check_positive("sigma", sigma)
-
-    def phi(self, dist: torch.Tensor) -> torch.Tensor:
-        """``exp(D / sigma)``; see :meth:`TripletLossBase.phi`."""
-        return torch.exp(dist / self.sigma)
-
-
-def difference_degree(
-    table: torch.Tensor, mode: Literal["hierarchical", "count"] = "hierarchical"
-) -> torch.Tensor:
-    """Difference degree ``k`` of every pair of classes from their additional labels.
-
-    Two different classes always differ at the class level, so ``k >= 1``.
-
-    - ``"hierarchical"`` (default): columns are levels from coarsest to finest (category, group,
-      subgroup). If the first level where the classes differ is ``j`` (0-based) of ``L``,
-      ``k = 1 + L - j``; classes with identical labels have ``k = 1``. A different category
-      therefore counts every finer level as different too, even if a group name is reused.
-    - ``"count"`` (multi-label reading): ``k = 1 + number of columns that differ``.
-
-    Args:
-        table: ``(C, L)`` integer-coded additional labels of each class.
-        mode: ``"hierarchical"`` or ``"count"``.
-
-    Returns:
-        ``(C, C)`` int64 difference degrees; the diagonal is 0.
-
-    Raises:
-        ConfigurationError: If ``mode`` is unknown.
-
-    Examples:
-        >>> import torch
-        >>> table = torch.tensor([[0, 0], [0, 1], [1, 0]])  # (category, group)
-        >>> difference_degree(table).tolist()
-        [[0, 2, 3], [2, 0, 3], [3, 3, 0]]
-        >>> difference_degree(table, "count").tolist()
-        [[0, 2, 2], [2, 0, 3], [2, 3, 0]]
-    """
-    if mode not in ("hierarchical", "count"):
-        raise ConfigurationError(f"unknown difference mode {mode!r}; use 'hierarchical' or 'count'")
-    c, levels = table.shape
-    differs = table[:, None, :] != table[None, :, :]  # (C, C, L)
-    if mode == "count":
-        k = 1 + differs.sum(dim=2)
-    else:
-        any_diff = differs.any(dim=2)
-        first = torch.where(any_diff, differs.to(torch.int64).argmax(dim=2), levels)
-        k = 1 + levels - first
-    return k.masked_fill(torch.eye(c, dtype=torch.bool, device=table.device), 0).to(torch.int64)
+        rule = FixedMargin(margin)
+        transform = FocalTransform(sigma)
+        super().__init__(distance, miner, transform=transform, margin_rule=rule, reducer=reducer)
+        self.margin = rule.margin
+        self.sigma = transform.sigma
 
 
-def _encode_table(
-    extra_labels: ExtraLabels, levels: Sequence[int] | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer-code a class -> labels table. Returns ``(table (C, L), known (C,) bool)``."""
-    if isinstance(extra_labels, torch.Tensor):
-        if extra_labels.ndim != 2 or extra_labels.is_floating_point():
-            raise ShapeError(
-                f"an extra_labels tensor must be (C, L) integers, got {tuple(extra_labels.shape)} "
-                f"{extra_labels.dtype}"
-            )
-        rows: dict[int, Sequence[Hashable]] = {
-            i: extra_labels[i].tolist() for i in range(extra_labels.shape[0])
-        }
-    elif isinstance(extra_labels, Mapping):
-        rows = dict(extra_labels)
-    else:
-        rows = dict(enumerate(extra_labels))
-    if not rows:
-        raise EmbedcamValueError("extra_labels is empty; give each class its additional labels")
-    for cls, row in rows.items():
-        if not isinstance(cls, int) or cls < 0:
-            raise EmbedcamValueError(f"extra_labels keys must be class ids >= 0, got {cls!r}")
-        if isinstance(row, str | bytes) or not isinstance(row, Sequence):
-            raise EmbedcamValueError(
-                f"extra_labels[{cls}] must be a sequence such as (category, group), got {row!r}"
-            )
-    widths = {len(row) for row in rows.values()}
-    if len(widths) != 1 or 0 in widths:
-        raise EmbedcamValueError(
-            f"every class needs the same number (>= 1) of additional labels, got lengths {widths}"
-        )
-    width = widths.pop()
-    cols = list(range(width)) if levels is None else list(levels)
-    if not cols or any(not 0 <= j < width for j in cols) or len(set(cols)) != len(cols):
-        raise ConfigurationError(
-            f"levels must be distinct column indices in [0, {width}), got {levels!r}"
-        )
-    num_classes = max(rows) + 1
-    table = torch.zeros(num_classes, len(cols), dtype=torch.int64)
-    known = torch.zeros(num_classes, dtype=torch.bool)
-    codes: list[dict[Hashable, int]] = [{} for _ in cols]
-    for cls, row in rows.items():
-        for out_j, j in enumerate(cols):
-            table[cls, out_j] = codes[out_j].setdefault(row[j], len(codes[out_j]))
-        known[cls] = True
-    return table, known
-
-
-_MARGIN_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "linear": lambda k: k,
-    "log": lambda k: torch.log1p(k) / math.log(2.0),
-}
-
-
-class FlexibleMarginTripletLoss(FocalTripletLoss):
+class FlexibleMarginTripletLoss(TripletLossBase):
     """Triplet loss with a flexible, label-dependent margin (Petrova 2025) - a reconstruction.
 
     **The published formula could not be read; this is a reconstruction** from the method's
     description: the margin between an anchor and a negative grows with how different their
     classes are according to additional labels (e.g. category and group of a product class).
 
-    - Difference degree ``k(a, n) >= 1`` from :func:`difference_degree`; the default reading is
+    [`TripletLossBase`][paper_sku.losses.TripletLossBase] with the
+    [`FocalTransform`][paper_sku.distances.FocalTransform] (or the identity with ``focal=False``)
+    and a [`FlexibleMargin`][paper_sku.margins.FlexibleMargin]:
+
+    - Difference degree ``k(a, n) >= 1`` from
+      [`difference_degree`][paper_sku.margins.difference_degree]; the default reading is
       **hierarchical** (levels coarsest first; differing at a coarser level counts all finer
       levels as different), because the paper's product classes have category / group /
       subgroup levels. ``difference="count"`` counts differing labels instead.
@@ -435,21 +460,25 @@ class FlexibleMarginTripletLoss(FocalTripletLoss):
       ``phi(D_an) - m(a, n)`` (TensorFlow style) or tests ``0 < phi(D_an) - phi(D_ap) <= m(a, n)``
       (PML style); the selected negative's margin is gathered by index.
 
-    With all additional labels equal the loss equals :class:`FocalTripletLoss` with the base
-    margin.
+    With all additional labels equal the loss equals
+    [`FocalTripletLoss`][paper_sku.losses.FocalTripletLoss] with the base margin.
 
     Args:
         base_margin: ``alpha``, the margin of classes that share all additional labels.
         margin_fn: ``"linear"``, ``"log"`` or a callable ``g(k)``.
         levels: Column indices of the table to use, coarsest first; default all, in order.
         focal: Use the focal ``exp(D / sigma)`` distance (default) or plain distances.
-        sigma: Kernel width of the focal distance; 1.0 as for :class:`FocalTripletLoss`.
+        sigma: Kernel width of the focal distance; 1.0 as for
+            [`FocalTripletLoss`][paper_sku.losses.FocalTripletLoss]. Checked also with
+            ``focal=False``.
         extra_labels: The class -> additional-labels table (keyword-only, required):
             ``{class_id: (category, group, ...)}``, a sequence of rows, or a ``(C, L)`` tensor.
             Labels may be any hashable values (names or ids).
         difference: ``"hierarchical"`` (default) or ``"count"``.
-        distance: ``"squared"`` (default) or ``"euclidean"``.
+        distance: ``"squared"`` (default), ``"euclidean"`` or a
+            [`BaseDistance`][paper_sku.distances.BaseDistance].
         miner: Triplet miner; default TensorFlow-style semi-hard.
+        reducer: Reducer; default [`MeanReducer`][paper_sku.reducers.MeanReducer].
 
     Raises:
         ConfigurationError: On a non-positive margin or sigma, unknown ``margin_fn`` or
@@ -457,7 +486,12 @@ class FlexibleMarginTripletLoss(FocalTripletLoss):
         EmbedcamValueError: On a malformed table.
 
     Attributes:
+        margin: ``base_margin`` as a float.
+        sigma: The kernel width as a float.
+        focal: Whether ``phi`` is the focal kernel.
+        margin_fn: ``margin_fn`` as given.
         margin_table: ``(C, C)`` float64 margin of every ordered pair of classes (diagonal 0).
+        table: ``(C, L)`` int64 integer-coded additional labels.
         known: ``(C,)`` bool, which class ids the table covers.
 
     Examples:
@@ -471,59 +505,28 @@ class FlexibleMarginTripletLoss(FocalTripletLoss):
     def __init__(
         self,
         base_margin: float = 0.2,
-        margin_fn: Literal["linear", "log"] | Callable[[torch.Tensor], torch.Tensor] = "linear",
+        margin_fn: MarginFn = "linear",
         levels: Sequence[int] | None = None,
         focal: bool = True,
         sigma: float = 1.0,
         *,
         extra_labels: ExtraLabels,
         difference: Literal["hierarchical", "count"] = "hierarchical",
-        distance: Distance = "squared",
+        distance: Distance | BaseDistance = "squared",
         miner: TripletMiner | None = None,
+        reducer: TripletReducer | None = None,
     ) -> None:
-        super().__init__(margin=base_margin, sigma=sigma, distance=distance, miner=miner)
-        if isinstance(margin_fn, str):
-            if margin_fn not in _MARGIN_FNS:
-                raise ConfigurationError(
-                    f"unknown margin_fn {margin_fn!r}; use 'linear', 'log' or a callable g(k)"
-                )
-            g = _MARGIN_FNS[margin_fn]
-        elif callable(margin_fn):
-            g = margin_fn
-        else:
-            raise ConfigurationError(f"margin_fn must be a name or a callable, got {margin_fn!r}")
+        _check_positive("margin", base_margin)
+        focal_transform = FocalTransform(sigma)
+        rule = FlexibleMargin(
+            base_margin, margin_fn, levels, extra_labels=extra_labels, difference=difference
+        )
+        transform = focal_transform if focal else IdentityTransform()
+        super().__init__(distance, miner, transform=transform, margin_rule=rule, reducer=reducer)
+        self.margin = rule.margin
+        self.sigma = focal_transform.sigma
         self.focal = bool(focal)
         self.margin_fn = margin_fn
-        table, known = _encode_table(extra_labels, levels)
-        k = difference_degree(table, difference).to(torch.float64)
-        margins = self.margin * g(k)
-        margins = margins.masked_fill(torch.eye(k.shape[0], dtype=torch.bool), 0.0)
-        if not bool(torch.isfinite(margins).all()) or bool((margins < 0).any()):
-            raise ConfigurationError("margin_fn must give finite, non-negative margins for k >= 1")
-        self.table = table
-        self.known = known
-        self.margin_table = margins
-
-    def phi(self, dist: torch.Tensor) -> torch.Tensor:
-        """``exp(D / sigma)`` if ``focal`` else the identity."""
-        return super().phi(dist) if self.focal else dist
-
-    def margin_matrix(self, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Per-pair margins looked up from :attr:`margin_table`.
-
-        Raises:
-            EmbedcamValueError: If a label is not in the additional-labels table.
-        """
-        num = self.known.shape[0]
-        in_range = (labels >= 0) & (labels < num)
-        ok = in_range.clone()
-        ok[in_range] = self.known.to(labels.device)[labels[in_range]]
-        if not bool(ok.all()):
-            missing = sorted(set(labels[~ok].tolist()))
-            raise EmbedcamValueError(
-                f"class(es) {missing} are missing from the additional-labels table (it covers "
-                f"{int(self.known.sum())} classes with ids < {num}); add their labels to "
-                "extra_labels"
-            )
-        table = self.margin_table.to(device=labels.device, dtype=dtype)
-        return table[labels][:, labels]
+        self.table = rule.table
+        self.known = rule.known
+        self.margin_table = rule.margin_table

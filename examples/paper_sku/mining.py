@@ -2,27 +2,31 @@
 
 Miners are separate from losses (the pytorch-metric-learning design): a loss computes a distance
 matrix in its own space (plain, squared or focal ``exp(D / sigma)``) and a margin for every
-(anchor, negative) pair, and hands both to a miner, which returns index triplets. All miners are
-vectorised over the batch; none loops over triplets in Python.
+(anchor, negative) pair, and hands both to a miner, which returns index triplets. A miner only
+selects triplets: how their losses are averaged is the loss's
+[`reducer`][paper_sku.reducers.TripletReducer], whatever the miner. All miners are vectorised over
+the batch; none loops over triplets in Python.
 
 Every miner works on the *loss-space* distance ``dist`` (B, B) and the per-pair margins
 ``margins`` (B, B). With a constant margin, the rules below are exactly the published ones; with a
 per-pair margin (the flexible-margin loss) the margin enters through the *effective negative
 distance* ``dist[a, n] - margins[a, n]``: a smaller value means a larger loss.
 
-- :class:`SemiHardMiner` with ``style="tensorflow"`` (the default) follows TensorFlow Addons'
-  ``triplet_semihard_loss`` (after Schroff et al., *FaceNet*, CVPR 2015): for every ordered
-  positive pair (a, p), p != a, take among the negatives *farther* than the positive
-  (``dist[a, n] > dist[a, p]``) the one with the smallest effective distance (with a constant
-  margin: the closest such negative); if there is none, take the negative with the largest
-  effective distance (the farthest negative). The loss is the mean over all ordered positive
-  pairs, zeros included (``reduction = "mean"``).
+- [`SemiHardMiner`][paper_sku.mining.SemiHardMiner] with ``style="tensorflow"`` (the default)
+  follows TensorFlow Addons' ``triplet_semihard_loss`` (after Schroff et al., *FaceNet*, CVPR
+  2015): for every ordered positive pair (a, p), p != a, take among the negatives *farther* than
+  the positive (``dist[a, n] > dist[a, p]``) the one with the smallest effective distance (with a
+  constant margin: the closest such negative); if there is none, take the negative with the
+  largest effective distance (the farthest negative). TensorFlow averages over all ordered
+  positive pairs, zeros included: [`MeanReducer`][paper_sku.reducers.MeanReducer].
 - ``style="pml"`` follows pytorch-metric-learning's ``TripletMarginMiner("semihard")``: every
-  triplet with ``0 < dist[a, n] - dist[a, p] <= margins[a, n]``, loss averaged over the non-zero
-  losses (``reduction = "mean_nonzero"``).
-- :class:`BatchHardMiner` (Hermans et al., *In Defense of the Triplet Loss for Person
-  Re-Identification*, 2017): per anchor the farthest positive and the negative with the smallest
-  effective distance; mean over anchors.
+  triplet with ``0 < dist[a, n] - dist[a, p] <= margins[a, n]``. pytorch-metric-learning's
+  ``TripletMarginLoss`` averages over the non-zero losses:
+  [`MeanActiveReducer`][paper_sku.reducers.MeanActiveReducer].
+- [`BatchHardMiner`][paper_sku.mining.BatchHardMiner] (Hermans et al., *In Defense of the Triplet
+  Loss for Person Re-Identification*, 2017): per anchor the farthest positive and the negative
+  with the smallest effective distance; the paper averages over anchors
+  ([`MeanReducer`][paper_sku.reducers.MeanReducer]).
 
 Examples:
     Anchors 1 and 3 have no negative farther than their positive, so they take the farthest one.
@@ -40,8 +44,9 @@ Examples:
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -96,14 +101,36 @@ def check_labels(labels: torch.Tensor, batch_size: int) -> None:
 
 
 class TripletMiner(ABC):
-    """Base class: validates the inputs once, then calls :meth:`mine`.
+    """Base class: validates the inputs once, then calls ``mine``.
 
-    Attributes:
-        reduction: How a loss should average this miner's triplet losses: ``"mean"`` (over all
-            mined triplets, zeros included) or ``"mean_nonzero"`` (over positive losses only).
+    Subclasses implement [`mine`][paper_sku.mining.TripletMiner.mine]. A miner only selects
+    triplets; the loss's reducer averages their losses.
     """
 
-    reduction: ClassVar[Literal["mean", "mean_nonzero"]] = "mean"
+    @property
+    def reduction(self) -> Literal["mean", "mean_nonzero"]:
+        """Deprecated: the reduction a loss used for this miner before reducers were injected.
+
+        ``"mean"`` (over all mined triplets) or ``"mean_nonzero"`` (over positive losses). A loss
+        built without a ``reducer`` still follows it, with a ``DeprecationWarning`` where it is
+        ``"mean_nonzero"``; pass ``reducer=`` to the loss instead.
+
+        Returns:
+            The legacy reduction name.
+        """
+        warnings.warn(
+            "TripletMiner.reduction is deprecated: a miner only selects triplets; pass "
+            "reducer=MeanReducer() or MeanActiveReducer() (paper_sku.reducers) to the loss",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._legacy_reduction()
+
+    def _legacy_reduction(self) -> Literal["mean", "mean_nonzero"]:
+        return "mean"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
     def __call__(self, dist: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor) -> Triplets:
         """Mine triplets.
@@ -114,11 +141,12 @@ class TripletMiner(ABC):
             margins: ``(B, B)`` margin of every (anchor, negative) pair.
 
         Returns:
-            The mined :class:`Triplets`.
+            The mined [`Triplets`][paper_sku.mining.Triplets].
 
         Raises:
             ShapeError: If the shapes disagree.
-            EmbedcamValueError: If the labels cannot form triplets (see :func:`check_labels`).
+            EmbedcamValueError: If the labels cannot form triplets (see
+                [`check_labels`][paper_sku.mining.check_labels]).
         """
         if dist.ndim != 2 or dist.shape[0] != dist.shape[1]:
             raise ShapeError(f"dist must be a square (B, B) matrix, got {tuple(dist.shape)}")
@@ -148,7 +176,7 @@ class TripletMiner(ABC):
             margins: ``(B, B)`` per-(anchor, negative) margins.
 
         Returns:
-            The mined :class:`Triplets`.
+            The mined [`Triplets`][paper_sku.mining.Triplets].
         """
 
 
@@ -156,9 +184,9 @@ class SemiHardMiner(TripletMiner):
     """Semi-hard negatives, TensorFlow semantics by default (see the module docstring).
 
     Args:
-        style: ``"tensorflow"``: one negative per ordered positive pair, mean over all pairs.
-            ``"pml"``: every triplet with ``0 < d_an - d_ap <= margin``, mean over non-zero
-            losses, as pytorch-metric-learning's ``TripletMarginMiner("semihard")``.
+        style: ``"tensorflow"``: one negative per ordered positive pair (TensorFlow Addons).
+            ``"pml"``: every triplet with ``0 < d_an - d_ap <= margin``, as
+            pytorch-metric-learning's ``TripletMarginMiner("semihard")``.
 
     Raises:
         ConfigurationError: If ``style`` is unknown.
@@ -171,10 +199,11 @@ class SemiHardMiner(TripletMiner):
             )
         self.style = style
 
-    @property
-    def reduction(self) -> Literal["mean", "mean_nonzero"]:  # type: ignore[override]
-        """``"mean"`` for the TensorFlow style, ``"mean_nonzero"`` for the PML style."""
+    def _legacy_reduction(self) -> Literal["mean", "mean_nonzero"]:
         return "mean" if self.style == "tensorflow" else "mean_nonzero"
+
+    def __repr__(self) -> str:
+        return f"SemiHardMiner(style={self.style!r})"
 
     def mine(
         self,
@@ -219,8 +248,8 @@ def _tensorflow_semihard(
 class BatchHardMiner(TripletMiner):
     """Batch-hard mining (Hermans et al. 2017): hardest positive and negative per anchor.
 
-    Anchors without a positive or a negative in the batch contribute nothing. Losses are averaged
-    over anchors (``reduction = "mean"``).
+    Anchors without a positive or a negative in the batch contribute nothing; one triplet per
+    remaining anchor.
     """
 
     def mine(

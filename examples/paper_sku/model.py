@@ -161,7 +161,10 @@ class PaperCNN(nn.Module):
 
     @property
     def cam_layer_name(self) -> str:
-        """Dotted name of :attr:`cam_layer`: ``"features.block4.relu"``."""
+        """Dotted name of the CAM layer: ``"features.block4.relu"``.
+
+        See [`cam_layer`][paper_sku.model.PaperCNN.cam_layer].
+        """
         return self.block_layer_names[-1]
 
     @property

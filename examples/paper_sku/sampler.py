@@ -15,7 +15,8 @@ Choices:
   classes round-robin over shuffled groups, so small groups are not crowded out by big ones.
 - **Determinism**: the draws of epoch ``e`` depend only on ``(seed, e)`` (a private generator; the
   global RNG is untouched), so the state to save for an exact resume is just the epoch. Call
-  :meth:`PKSampler.set_epoch` before each epoch, as with ``DistributedSampler``.
+  [`PKSampler.set_epoch`][paper_sku.sampler.PKSampler.set_epoch] before each epoch, as with
+  ``DistributedSampler``.
 
 Examples:
     >>> from paper_sku.sampler import PKSampler
@@ -122,10 +123,10 @@ class PKSampler(Sampler[list[int]]):
         return {"seed": self.seed, "epoch": self.epoch}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`.
+        """Restore [`state_dict`][paper_sku.sampler.PKSampler.state_dict].
 
         Args:
-            state: A dict from :meth:`state_dict`.
+            state: A dict from [`state_dict`][paper_sku.sampler.PKSampler.state_dict].
         """
         self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
 

@@ -4,7 +4,7 @@ Choices where the paper is silent (and why):
 
 - **Optimiser**: Adam, learning rate 1e-3 - trains the quick preset reliably (measured on the
   synthetic shelf).
-- **Batches**: P x K = 8 x 8 from :class:`~paper_sku.sampler.PKSampler`; one epoch is
+- **Batches**: P x K = 8 x 8 from [`PKSampler`][paper_sku.sampler.PKSampler]; one epoch is
   ``N // (P * K)`` batches unless ``batches_per_epoch`` says otherwise.
 - **Tikhonov regularisation** (the paper's L2 regularisation) is an *explicit* penalty
   ``(weight_decay / 2) * sum ||W||^2`` over the weights of convolutions and linear layers, added to
@@ -73,7 +73,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
-from embedcam._atomic import atomic_torch_save
+from embedcam.atomic import atomic_torch_save
 from embedcam.errors import ConfigurationError, DataError, EmbedcamValueError, ShapeError
 from paper_sku.losses import (
     ExtraLabels,
@@ -81,10 +81,11 @@ from paper_sku.losses import (
     FocalTripletLoss,
     TripletLoss,
     TripletLossBase,
-    _encode_table,
 )
+from paper_sku.margins import _encode_table
 from paper_sku.mining import BatchHardMiner, SemiHardMiner, TripletMiner
 from paper_sku.model import PaperCNN
+from paper_sku.reducers import MeanActiveReducer, MeanReducer, TripletReducer
 from paper_sku.sampler import PKSampler
 
 __all__ = [
@@ -116,7 +117,7 @@ class TrainConfig(BaseModel):
     """Training settings (pydantic; build from a dict, YAML or JSON).
 
     Defaults are the paper's model (128 px, width 1.0) with the choices of the module docstring;
-    :meth:`quick` gives the fast CPU preset (64 px, width 0.25).
+    [`quick`][paper_sku.train.TrainConfig.quick] gives the fast CPU preset (64 px, width 0.25).
 
     Attributes:
         loss: ``"triplet"``, ``"focal"`` or ``"flexible"`` (needs ``extra_labels`` in ``train``).
@@ -135,7 +136,7 @@ class TrainConfig(BaseModel):
         balance_level: Column of ``extra_labels`` whose groups the sampler balances; None = off.
         epochs: Number of epochs (the maximum when ``patience`` is set).
         patience: Stop after this many epochs without a validation improvement (needs a
-            ``valid`` set in :func:`train`); None trains all ``epochs``.
+            ``valid`` set in [`train`][paper_sku.train.train]); None trains all ``epochs``.
         min_epochs: The warm-up: epochs before this one neither stop training nor can be kept
             as the best, so at least ``min_epochs + patience`` epochs run (fewer only when
             ``epochs`` is smaller).
@@ -265,15 +266,16 @@ class EpochStats(BaseModel):
 
 @dataclass
 class TrainResult:
-    """The result of :func:`train`.
+    """The result of [`train`][paper_sku.train.train].
 
     Attributes:
         model: The trained model, in eval mode.
         config: The config used.
-        history: One :class:`EpochStats` per epoch, including epochs restored from a checkpoint.
+        history: One [`EpochStats`][paper_sku.train.EpochStats] per epoch, including epochs
+            restored from a checkpoint.
         checkpoint_path: Path of the last checkpoint, or None without ``checkpoint_dir``.
         resumed_from: Number of epochs restored from a checkpoint (0 for a fresh run).
-        best_epoch: The epoch whose weights :attr:`model` holds (the best validation epoch with
+        best_epoch: The epoch whose weights ``model`` holds (the best validation epoch with
             ``patience``, else the last).
         stop_reason: ``"plateau"`` (patience ran out), ``"max_epochs"`` (stopping was on but
             ``epochs`` came first) or ``"epochs"`` (no stopping rule).
@@ -299,7 +301,7 @@ class TrainResult:
 
 
 def build_model(config: TrainConfig) -> PaperCNN:
-    """The :class:`~paper_sku.model.PaperCNN` a config describes.
+    """The [`PaperCNN`][paper_sku.model.PaperCNN] a config describes.
 
     Args:
         config: Training config.
@@ -313,7 +315,11 @@ def build_model(config: TrainConfig) -> PaperCNN:
 
 
 def build_loss(config: TrainConfig, extra_labels: ExtraLabels | None = None) -> TripletLossBase:
-    """The loss (with its miner) a config describes.
+    """The loss (with its miner and reducer) a config describes.
+
+    Each ``miner`` name is a published recipe, miner and reducer together: ``"semihard"`` is
+    TensorFlow Addons' (mean over all mined triplets), ``"semihard-pml"`` pytorch-metric-learning's
+    (mean over the active triplets), ``"batch-hard"`` Hermans et al.'s (mean over anchors).
 
     Args:
         config: Training config.
@@ -326,14 +332,19 @@ def build_loss(config: TrainConfig, extra_labels: ExtraLabels | None = None) -> 
         ConfigurationError: If ``loss="flexible"`` and ``extra_labels`` is None.
     """
     miner: TripletMiner
+    reducer: TripletReducer
     if config.miner == "batch-hard":
-        miner = BatchHardMiner()
+        miner, reducer = BatchHardMiner(), MeanReducer()
+    elif config.miner == "semihard-pml":
+        miner, reducer = SemiHardMiner("pml"), MeanActiveReducer()
     else:
-        miner = SemiHardMiner("pml" if config.miner == "semihard-pml" else "tensorflow")
+        miner, reducer = SemiHardMiner("tensorflow"), MeanReducer()
     if config.loss == "triplet":
-        return TripletLoss(config.margin, distance=config.distance, miner=miner)
+        return TripletLoss(config.margin, distance=config.distance, miner=miner, reducer=reducer)
     if config.loss == "focal":
-        return FocalTripletLoss(config.margin, config.sigma, distance=config.distance, miner=miner)
+        return FocalTripletLoss(
+            config.margin, config.sigma, distance=config.distance, miner=miner, reducer=reducer
+        )
     if extra_labels is None:
         raise ConfigurationError(
             "loss='flexible' needs extra_labels (class -> (category, group, ...)); pass them to "
@@ -348,6 +359,7 @@ def build_loss(config: TrainConfig, extra_labels: ExtraLabels | None = None) -> 
         difference=config.difference,
         distance=config.distance,
         miner=miner,
+        reducer=reducer,
     )
 
 
@@ -459,7 +471,7 @@ def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`train`.
+    """Read a checkpoint written by [`train`][paper_sku.train.train].
 
     Args:
         path: The ``checkpoint.pt`` file.
@@ -545,11 +557,11 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Pa
     """Rebuild the trained model stored in a checkpoint, in eval mode.
 
     A run with plateau stopping (``patience``) gives the weights of its best validation epoch
-    (``best.pt`` beside the checkpoint), as :func:`train` returned them; otherwise the last
-    epoch's.
+    (``best.pt`` beside the checkpoint), as [`train`][paper_sku.train.train] returned them;
+    otherwise the last epoch's.
 
     Args:
-        path: A ``checkpoint.pt`` written by :func:`train`.
+        path: A ``checkpoint.pt`` written by [`train`][paper_sku.train.train].
         map_location: Device for the model.
 
     Returns:
@@ -668,7 +680,7 @@ def train(
     console: Console | None = None,
     valid: Dataset | None = None,
 ) -> TrainResult:
-    """Train :class:`~paper_sku.model.PaperCNN` with the configured triplet loss.
+    """Train [`PaperCNN`][paper_sku.model.PaperCNN] with the configured triplet loss.
 
     Args:
         config: Training settings.
@@ -684,7 +696,8 @@ def train(
             training stops on a plateau and returns the best epoch's model.
 
     Returns:
-        A :class:`TrainResult`; the model is in eval mode on ``config.device``.
+        A [`TrainResult`][paper_sku.train.TrainResult]; the model is in eval mode on
+        ``config.device``.
 
     Raises:
         ConfigurationError: On an invalid config, a flexible loss without extra labels,

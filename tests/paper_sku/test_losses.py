@@ -11,6 +11,8 @@ from paper_sku.losses import (
     pairwise_distance,
 )
 from paper_sku.mining import BatchHardMiner, SemiHardMiner
+from paper_sku.reducers import MeanActiveReducer, MeanReducer, SumReducer
+from pytorch_metric_learning import reducers as pml_reducers
 from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.losses import TripletMarginLoss
 from pytorch_metric_learning.miners import TripletMarginMiner
@@ -74,16 +76,28 @@ def test_semihard_triplet_float32_input_matches_literal(distance):
     assert float(got) == pytest.approx(expected, abs=1e-6)
 
 
+# pytorch-metric-learning's reducer and ours, each with the PML semi-hard miner: the reducer is the
+# loss's choice, independent of the miner.
+PML_REDUCERS = [
+    (pml_reducers.AvgNonZeroReducer, MeanActiveReducer),
+    (pml_reducers.MeanReducer, MeanReducer),
+    (pml_reducers.SumReducer, SumReducer),
+]
+
+
+@pytest.mark.parametrize("pml_reducer,our_reducer", PML_REDUCERS)
 @pytest.mark.parametrize("distance,power", [("squared", 2), ("euclidean", 1)])
 @pytest.mark.parametrize("seed", range(6))
-def test_pml_style_equals_pytorch_metric_learning(distance, power, seed):
+def test_pml_style_equals_pytorch_metric_learning(distance, power, seed, pml_reducer, our_reducer):
     emb, labels = random_batch(seed, b=16, classes=3)
     margin = 0.3
     pml_distance = LpDistance(p=2, power=power)
     miner = TripletMarginMiner(margin=margin, type_of_triplets="semihard", distance=pml_distance)
-    pml_loss = TripletMarginLoss(margin=margin, distance=pml_distance)
+    pml_loss = TripletMarginLoss(margin=margin, distance=pml_distance, reducer=pml_reducer())
     expected = pml_loss(emb, labels, miner(emb, labels))
-    ours = TripletLoss(margin=margin, distance=distance, miner=SemiHardMiner("pml"))
+    ours = TripletLoss(
+        margin=margin, distance=distance, miner=SemiHardMiner("pml"), reducer=our_reducer()
+    )
     assert float(ours(emb, labels)) == pytest.approx(float(expected), abs=1e-6)
     # and the same triplets
     a, p, n = miner(emb, labels)
@@ -146,10 +160,16 @@ def test_flexible_with_equal_labels_is_focal_with_base_margin(style, seed):
     emb, labels = random_batch(seed, b=16)
     table = {c: ("food", "dairy") for c in range(4)}
     for margin_fn in ("linear", "log"):
+        reducer = MeanActiveReducer() if style == "pml" else MeanReducer()
         flex = FlexibleMarginTripletLoss(
-            0.3, margin_fn=margin_fn, sigma=0.5, extra_labels=table, miner=SemiHardMiner(style)
+            0.3,
+            margin_fn=margin_fn,
+            sigma=0.5,
+            extra_labels=table,
+            miner=SemiHardMiner(style),
+            reducer=reducer,
         )
-        focal = FocalTripletLoss(0.3, sigma=0.5, miner=SemiHardMiner(style))
+        focal = FocalTripletLoss(0.3, sigma=0.5, miner=SemiHardMiner(style), reducer=reducer)
         assert float(flex(emb, labels)) == pytest.approx(float(focal(emb, labels)), abs=1e-12)
 
 
@@ -239,7 +259,9 @@ def test_batch_hard_loss_equals_literal():
 
 def test_loss_gradient_flows_and_pml_empty_mining_gives_zero():
     emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]], requires_grad=True)
-    loss = TripletLoss(0.2, miner=SemiHardMiner("pml"))(emb, torch.tensor([0, 0, 1, 1]))
+    loss = TripletLoss(0.2, miner=SemiHardMiner("pml"), reducer=MeanActiveReducer())(
+        emb, torch.tensor([0, 0, 1, 1])
+    )
     loss.backward()
     assert float(loss.detach()) == 0.0 and emb.grad is not None
 

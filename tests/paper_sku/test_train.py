@@ -1,7 +1,6 @@
 import io
 import math
 import random
-import time
 
 import numpy as np
 import pytest
@@ -67,20 +66,17 @@ def untrained_accuracy(synthetic):
 
 
 @pytest.mark.parametrize("loss", ["triplet", "focal", "flexible"])
-def test_each_loss_trains_to_high_knn_accuracy_within_seconds(loss, synthetic, untrained_accuracy):
+def test_each_loss_trains_to_high_knn_accuracy(loss, synthetic, untrained_accuracy):
     train_set, test_set = synthetic
     cfg = TrainConfig(
         loss=loss, image_size=32, width=0.25, p=CLASSES, k=4, epochs=4, sigma=0.5, progress=False
     )
-    t0 = time.perf_counter()
     result = train(cfg, train_set, extra_labels=EXTRA)
-    seconds = time.perf_counter() - t0
     acc = knn_accuracy(result.model, train_set, test_set, CLASSES)
     # chance is 1/6; the untrained network's kNN is ~0.43; trained ~0.93 (measured)
     assert acc >= 0.8, acc
     assert acc >= untrained_accuracy + 0.3, (acc, untrained_accuracy)
     assert result.history[-1].active_fraction < result.history[0].active_fraction
-    assert seconds < 30, seconds  # ~1-3 s measured on a loaded 2-core CPU
 
 
 class Interrupted(Exception):

@@ -9,13 +9,13 @@ mid-write (``SIGKILL``, a power cut) leaves them behind; the next write into the
 removes those whose writer is no longer running (or that are more than a day old, against a
 recycled process id), and never a live writer's.
 
-:func:`atomic_outputs` makes the files of one run all-or-nothing: inside it, every atomic write
-into the folder goes to a staging folder, and the files are moved into place together at the
-end - on any error (a full disk, ``Ctrl-C``) the staging folder is removed and the folder keeps
-its old outputs, complete.
+[`atomic_outputs`][embedcam.atomic.atomic_outputs] makes the files of one run all-or-nothing: inside
+it, every atomic write into the folder goes to a staging folder, and the files are moved into place
+together at the end - on any error (a full disk, ``Ctrl-C``) the staging folder is removed and the
+folder keeps its old outputs, complete.
 
 A failed write (an ``OSError`` of the file system: a full disk, no permission) raises
-:class:`~embedcam.errors.DataError` naming the file and the folder.
+[`DataError`][embedcam.errors.DataError] naming the file and the folder.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ __all__ = [
     "temporary_folder",
 ]
 
-#: Prefix of a staging folder of :func:`atomic_outputs` (inside the output folder).
+#: Prefix of a staging folder of `atomic_outputs` (inside the output folder).
 STAGE_PREFIX = ".embedcam-stage."
 
 #: A temporary file or staging folder older than this is stale even if its pid is running.
@@ -82,7 +82,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
 
     Only names of this module's pattern (``.<name>.<pid>.<random>.tmp``) are considered; one is
     removed when process ``pid`` is not running, or when it is older than
-    :data:`STALE_SECONDS` (as is one of the older pattern without a pid,
+    `STALE_SECONDS` (as is one of the older pattern without a pid,
     ``.<name>.<random>.tmp``). A missing or unreadable folder is left alone.
 
     Args:
@@ -186,10 +186,11 @@ def _target(path: Path) -> tuple[Path, _Transaction | None]:
 
 
 def staged_path(path: str | os.PathLike[str]) -> Path:
-    """The file to read for ``path``: its staged copy while :func:`atomic_outputs` holds one.
+    """The file to read for ``path``: its staged copy while `atomic_outputs` holds one.
 
-    Inside :func:`atomic_outputs`, a file written earlier in the same run is not in place yet;
-    readers of the run's own outputs (the report embedding a figure) read it through this.
+    Inside [`atomic_outputs`][embedcam.atomic.atomic_outputs], a file written earlier in the same
+    run is not in place yet; readers of the run's own outputs (the report embedding a figure) read
+    it through this.
 
     Args:
         path: The file's final path.
@@ -212,13 +213,13 @@ def atomic_outputs(
 ) -> Iterator[Path]:
     """Write the outputs of one run into ``folder`` all-or-nothing.
 
-    Inside the ``with`` block every :func:`atomic_write` of a path in ``folder`` (outside the
-    ``exclude`` sub-folders) goes to a staging folder ``folder/.embedcam-stage.<pid>.*.tmp``;
-    when the block ends without an error the staged files are moved into place (names in
-    ``last`` after the others, so ``results.json`` marks a complete run), then the staging folder
-    is removed. On any error, ``KeyboardInterrupt`` included, the staging folder is removed and
-    the old outputs stay as they were. Nested blocks over a folder already covered join the
-    outer block. Folders get the usual permissions of a new folder.
+    Inside the ``with`` block every [`atomic_write`][embedcam.atomic.atomic_write] of a path in
+    ``folder`` (outside the ``exclude`` sub-folders) goes to a staging folder
+    ``folder/.embedcam-stage.<pid>.*.tmp``; when the block ends without an error the staged files
+    are moved into place (names in ``last`` after the others, so ``results.json`` marks a complete
+    run), then the staging folder is removed. On any error, ``KeyboardInterrupt`` included, the
+    staging folder is removed and the old outputs stay as they were. Nested blocks over a folder
+    already covered join the outer block. Folders get the usual permissions of a new folder.
 
     Args:
         folder: The output folder (created when missing).
@@ -284,7 +285,8 @@ def temporary_folder(parent: str | os.PathLike[str], name: str) -> Path:
     """Create an empty folder ``parent/.<name>.<pid>.<random>.tmp`` to build an output in.
 
     The name follows this module's pattern, so a folder left behind by a killed process is
-    removed by :func:`remove_stale_temporaries` (which runs on ``parent`` first).
+    removed by [`remove_stale_temporaries`][embedcam.atomic.remove_stale_temporaries] (which runs on
+    ``parent`` first).
 
     Args:
         parent: The folder to create it in (the output's own parent, so that a final
@@ -314,8 +316,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
 
     The file gets the usual permissions of a new file (``0o666`` less the umask), not
     ``mkstemp``'s 0600; on any error the temporary file is removed and ``path`` is untouched.
-    Inside :func:`atomic_outputs` the file is staged and moved into place with the run's other
-    outputs.
+    Inside [`atomic_outputs`][embedcam.atomic.atomic_outputs] the file is staged and moved into
+    place with the run's other outputs.
 
     Raises:
         DataError: If the file cannot be written (a full disk, no permission; the message names
@@ -350,7 +352,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    atomic_write(path, lambda fh: fh.write(data) and None)
+
+    def write(fh: BinaryIO) -> None:
+        fh.write(data)
+
+    atomic_write(path, write)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
