@@ -140,3 +140,109 @@ def check_materialised(model: nn.Module) -> None:
                 "data. Materialise it first with model.to_empty(device=...) followed by "
                 "model.load_state_dict(...), or build it outside torch.device('meta')"
             )
+
+
+# -- maps, regions and images (shared by masks, scoring and interventions) --------------------
+
+
+def check_maps(maps: torch.Tensor, name: str = "maps") -> torch.Tensor:
+    """Validate a batch of maps and return it as a floating tensor.
+
+    Args:
+        maps: Maps ``(B, H, W)``, any real dtype.
+        name: What to call the argument in error messages.
+
+    Returns:
+        The maps as float32 (or float64 if given float64); not copied when already floating.
+
+    Raises:
+        ShapeError: If ``maps`` is not a 3-D tensor.
+        EmbedcamValueError: If ``maps`` contains NaN or infinite values.
+    """
+    if not isinstance(maps, torch.Tensor):
+        raise ShapeError(f"{name} must be a torch.Tensor of shape (B, H, W), got {type(maps)}")
+    if maps.dim() != 3:
+        raise ShapeError(
+            f"{name} must have shape (B, H, W), got {tuple(maps.shape)}; "
+            "add a batch dimension with maps.unsqueeze(0) or squeeze a channel dimension"
+        )
+    if not maps.is_floating_point():
+        maps = maps.to(torch.float32)
+    elif maps.dtype not in (torch.float32, torch.float64):
+        maps = maps.to(torch.float32)
+    if not all_finite(maps):
+        bad = int(torch.nonzero(~torch.isfinite(maps).flatten(1).all(1))[0, 0])
+        raise EmbedcamValueError(
+            f"{name}[{bad}] contains NaN or infinite values ({count_non_finite(maps[bad])} in "
+            f"that map, {count_non_finite(maps)} in all); check the CAM normalisation (an "
+            "all-zero map must stay zero, not 0/0)"
+        )
+    return maps
+
+
+def count_non_finite(x: torch.Tensor) -> str:
+    """``"2 NaN and 1 infinite"``: how many NaN and infinite values ``x`` holds."""
+    n_nan = int(torch.isnan(x).sum())
+    n_inf = int(torch.isinf(x).sum())
+    return f"{n_nan} NaN and {n_inf} infinite"
+
+
+def check_finite_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """Check that a batch of images is a floating tensor without NaN or infinite values.
+
+    The one check shared by [`darken`][embedcam.masks.darken], [`overlay`][embedcam.masks.overlay]
+    and every intervention of `embedcam.interventions`: a NaN pixel would otherwise pass through
+    (or be hidden under a fill) silently.
+
+    Args:
+        images: Images ``(B, C, H, W)``.
+        name: What to call the argument in error messages.
+
+    Returns:
+        ``images``, unchanged.
+
+    Raises:
+        ShapeError: If ``images`` is not a 4-D tensor.
+        EmbedcamValueError: If ``images`` is not floating or holds NaN/inf values (the message
+            gives their counts and the first image that has one).
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ShapeError(f"{name} must be a (B, C, H, W) tensor, got {shape}")
+    if not images.is_floating_point():
+        raise EmbedcamValueError(
+            f"{name} must be a float tensor, got {images.dtype}; convert with "
+            f"{name}.float() (e.g. / 255 for 8-bit images)"
+        )
+    if not all_finite(images):
+        first = int(torch.nonzero(~torch.isfinite(images).flatten(1).all(1))[0, 0])
+        raise EmbedcamValueError(
+            f"{name} contains {count_non_finite(images)} values (first in image {first}); "
+            "fix the data or the normalisation before explaining or intervening"
+        )
+    return images
+
+
+def check_regions(regions: torch.Tensor, name: str = "regions") -> torch.Tensor:
+    """Check that ``regions`` is a ``(B, H, W)`` bool tensor and return it unchanged.
+
+    Args:
+        regions: Object or evidence regions ``(B, H, W)`` bool.
+        name: What to call the argument in error messages.
+
+    Returns:
+        ``regions``, unchanged.
+
+    Raises:
+        ShapeError: If ``regions`` is not a 3-D tensor.
+        EmbedcamValueError: If ``regions`` is not bool.
+    """
+    if not isinstance(regions, torch.Tensor) or regions.dim() != 3:
+        shape = tuple(regions.shape) if isinstance(regions, torch.Tensor) else type(regions)
+        raise ShapeError(f"{name} must be a (B, H, W) bool tensor, got {shape}")
+    if regions.dtype != torch.bool:
+        raise EmbedcamValueError(
+            f"{name} must be a bool tensor, got {regions.dtype}; use regions > 0 or "
+            "boxes_to_masks(...)"
+        )
+    return regions

@@ -8,39 +8,13 @@ importing `embedcam` does not load it.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from embedcam.errors import EmbedcamValueError, ShapeError
+from embedcam._checks import check_regions
 
 __all__ = ["LABEL_CHUNK_PIXELS", "check_regions", "label_batch"]
 
 #: Pixels per ``ndimage.label`` call: bounds the int32 label image and keeps it cache-friendly.
 LABEL_CHUNK_PIXELS = 1 << 22
-
-
-def check_regions(regions: torch.Tensor, name: str = "regions") -> torch.Tensor:
-    """Check that ``regions`` is a ``(B, H, W)`` bool tensor and return it unchanged.
-
-    Args:
-        regions: Object or evidence regions ``(B, H, W)`` bool.
-        name: What to call the argument in error messages.
-
-    Returns:
-        ``regions``, unchanged.
-
-    Raises:
-        ShapeError: If ``regions`` is not a 3-D tensor.
-        EmbedcamValueError: If ``regions`` is not bool.
-    """
-    if not isinstance(regions, torch.Tensor) or regions.dim() != 3:
-        shape = tuple(regions.shape) if isinstance(regions, torch.Tensor) else type(regions)
-        raise ShapeError(f"{name} must be a (B, H, W) bool tensor, got {shape}")
-    if regions.dtype != torch.bool:
-        raise EmbedcamValueError(
-            f"{name} must be a bool tensor, got {regions.dtype}; use regions > 0 or "
-            "boxes_to_masks(...)"
-        )
-    return regions
 
 
 def label_batch(arr: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
