@@ -286,6 +286,14 @@ class AuditResult(BaseModel):
         """Misclassified query images."""
         return self.classification.errors
 
+    def __repr_args__(self) -> Any:
+        # one short line for repr(), str(), rich and pydantic alike (not every per-image value)
+        yield "name", self.name
+        yield "images", self.classification.images
+        yield "macro_f1", round(self.macro_f1, 3)
+        yield "recipes", [r.recipe.name for r in self.recipes]
+        yield "skipped", len(self.skipped)
+
     def __repr__(self) -> str:
         return (
             f"AuditResult(name={self.name!r}, images={self.classification.images}, "
@@ -950,6 +958,14 @@ class Comparison(BaseModel):
     cochran_q_df: int | None = None
     cochran_q_p: float | None = None
     pairwise: list[PairedTest]
+
+    def __repr_args__(self) -> Any:
+        # one short line: counts, not the hard images' positions or every paired test
+        yield "recipe", self.recipe
+        yield "models", [r.name for r in self.rows]
+        yield "hard_images", len(self.hard_images)
+        yield "cochran_q_p", self.cochran_q_p
+        yield "pairwise", len(self.pairwise)
 
     def table(self) -> Any:
         """The comparison as a rich table (Table 1 layout).

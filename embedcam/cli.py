@@ -691,6 +691,18 @@ def _class_names(centroids: Any) -> list[str] | None:
     return None
 
 
+def _note_no_weights(args: argparse.Namespace, console: Console) -> None:
+    """Say so when no --weights file is given: the model is explained as its factory built it."""
+    if args.weights is None:
+        console.print(
+            f"note: no --weights given: explaining {args.model} with the weights its factory "
+            "sets (random unless it loads trained ones); pass --weights FILE for a trained model",
+            style="yellow",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def _run_explain(args: argparse.Namespace, console: Console) -> int:
     import torch
     import torch.nn.functional as F
@@ -747,6 +759,7 @@ def _run_explain(args: argparse.Namespace, console: Console) -> int:
                 f"holds {cents.num_classes} class centroids"
             )
     model = load_model(args.model, args.model_arg, args.weights, args.device)
+    _note_no_weights(args, console)
     _check_layer(model, args.layer)
     fn = _embedding_fn(args.embedding_key)
     device = torch.device(args.device)
@@ -952,6 +965,7 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
     if rank > 0:
         console.quiet = True  # rank 0 prints; every rank still reports its own errors
     model = load_model(args.model, args.model_arg, args.weights, device)
+    _note_no_weights(args, console)
     for r in recipes:
         _check_layer(model, r.layer, "--layer" if r.layer == args.layer else f"--recipe {r.name}")
     fn = _embedding_fn(args.embedding_key)
@@ -1128,7 +1142,8 @@ def _model_options() -> argparse.ArgumentParser:
         "--weights",
         metavar="FILE",
         help="state_dict file (torch.save(model.state_dict(), FILE), or a checkpoint dict with "
-        "a 'state_dict', 'model' or 'model_state' key); loaded with weights_only=True, strict",
+        "a 'state_dict', 'model' or 'model_state' key); loaded with weights_only=True, strict. "
+        "Without it the model keeps the weights its factory sets (random unless it loads them)",
     )
     g.add_argument(
         "--layer",

@@ -278,3 +278,14 @@ def test_a_killed_export_build_is_removed_by_the_next_one(tmp_path):
     cfg = ShelfConfig(image_size=32, families=2, siblings=2, images_per_class={"train": 1})
     ec.datasets.generate_shelf(tmp_path / "export", cfg)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_comparison_and_audit_reprs_are_one_short_line():
+    a = _fake("a", [0, 1, 1, 1, 0, 1], [True] * 6)
+    b = _fake("b", [1, 0, 0, 0, 0, 1], [True, True, True, False, True, True])
+    cmp = ec.compare([a, b])
+    text = repr(cmp)
+    assert text.startswith("Comparison(recipe=")
+    assert "models=['a', 'b'], hard_images=4," in text and "pairwise=1" in text
+    assert "\n" not in text and len(text) < 160
+    assert str(a).startswith("name='a' images=6")

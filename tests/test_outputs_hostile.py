@@ -398,3 +398,11 @@ def test_cli_explain_reports_a_broken_symlink_among_the_inputs(cli_work, tmp_pat
     (photos / "c.png").symlink_to(tmp_path / "gone.png")
     assert main(_explain({**cli_work, "images": photos}, tmp_path / "out")) == 2
     assert "c.png' in the input folder" in _one_error_line(capsys)
+
+
+def test_cli_explain_without_weights_says_the_model_keeps_its_factory_weights(
+    cli_work, tmp_path, capsys
+):
+    assert main(_explain(cli_work, tmp_path / "out")) == 0
+    out = capsys.readouterr().out
+    assert "note: no --weights given" in out and "pass --weights FILE" in out

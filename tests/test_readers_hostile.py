@@ -711,3 +711,12 @@ def test_coco_hostile_rle_names_the_annotation(
         _img(root / "train" / "a.jpg", (4, 4))
     with pytest.raises(DataError, match=rf"annotation 10 of image 'a\.jpg'.*{why}"):
         load_roboflow(root)
+
+
+def test_a_missing_export_root_says_it_does_not_exist(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"nowhere' does not exist.*relative to the current folder"):
+        load_roboflow("nowhere")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(DataError, match="is not a folder"):
+        load_roboflow(tmp_path / "file.txt")

@@ -655,7 +655,8 @@ class CompositeRenderer:
             too few background photos.
 
     Examples:
-        With the six-class Grocery Store sample shipped with embedcam's tests (catalogue photos
+        With the six-class Grocery Store sample in embedcam's tests (relative to the root of a
+        clone, not in the wheel; catalogue photos
         in ``iconic/``, shelf photos in ``train/``):
 
         >>> mini = "tests/fixtures/grocery-mini"
@@ -1077,7 +1078,8 @@ def compose_export(
             or ``out`` exists with other content, per ``if_exists``.
 
     Examples:
-        With the six-class Grocery Store sample shipped with embedcam's tests (catalogue photos
+        With the six-class Grocery Store sample in embedcam's tests (relative to the root of a
+        clone, not in the wheel; catalogue photos
         on white in ``iconic/``, real shelf photos searched recursively in ``train/``):
 
         >>> import tempfile

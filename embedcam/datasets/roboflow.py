@@ -242,6 +242,11 @@ _SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
 
 
 def _split_dirs(root: Path) -> list[tuple[str, Path]]:
+    if not root.exists():
+        raise DataError(
+            f"export root {str(root)!r} does not exist; pass the folder of the unzipped export "
+            f"(a relative path is relative to the current folder, {str(Path.cwd())!r})"
+        )
     if not root.is_dir():
         raise DataError(f"export root {str(root)!r} is not a folder; pass the unzipped export")
     root = root.resolve()
@@ -1154,7 +1159,8 @@ def load_roboflow(
     readers never open a file outside it.
 
     Examples:
-        The Grocery Store sample shipped with embedcam's tests, a folder export
+        The Grocery Store sample in embedcam's tests (the path is relative to the root of a clone;
+        the wheel does not ship it), a folder export
         (``train/<class>/*.jpg``) with a class-labels file:
 
         >>> import embedcam as ec

@@ -223,7 +223,8 @@ class ImageDataset(Dataset):
         ConfigurationError: If ``size``, ``mean`` or ``std`` are malformed.
 
     Examples:
-        On the Grocery Store sample shipped with embedcam's tests (a folder export, so the
+        On the Grocery Store sample in embedcam's tests (the path is relative to the root of a
+        clone; the wheel does not ship it; a folder export, so the
         items have no boxes; a detection export's batches would need ``collate_boxes``):
 
         >>> from torch.utils.data import DataLoader
