@@ -47,6 +47,19 @@ __all__ = [
 ]
 
 
+def _owned(t: Tensor) -> Tensor:
+    """``t`` detached, as a tensor that autograd may save for backward.
+
+    An inference tensor (made under ``torch.inference_mode()``, the usual way to compute gallery
+    embeddings and centroids) cannot take part in a recorded computation: it is copied once, here,
+    to a normal tensor. Any other tensor is only detached (no copy).
+    """
+    if t.is_inference():
+        with torch.inference_mode(False):
+            return t.clone()
+    return t.detach()
+
+
 def _cosine_rows(e: Tensor, ref: Tensor) -> Tensor:
     """Row-wise cosine of two validated (B, D) matrices (no epsilon: zero norms were rejected).
 
@@ -212,11 +225,11 @@ class CentroidTarget(EmbeddingTarget):
                 "centroids must be a (C, D) tensor, got "
                 f"{tuple(centroids.shape) if isinstance(centroids, Tensor) else type(centroids)}"
             )
-        self.labels = as_label_tensor(labels)
+        self.labels = _owned(as_label_tensor(labels))
         check_labels_in_range(self.labels, centroids.shape[0])
         used = torch.unique(self.labels.to(centroids.device))
         check_matrix(centroids[used], name="centroids", what="centroid")
-        self.centroids = centroids.detach()
+        self.centroids = _owned(centroids)
         self.batch_size = int(self.labels.numel())
 
     @property
@@ -265,7 +278,7 @@ class ReferenceTarget(EmbeddingTarget):
         self._single = ref.dim() == 1
         ref2 = ref.reshape(1, -1) if self._single else ref
         check_matrix(ref2, name="reference_embeddings", what="reference")
-        self.reference = ref2.detach()
+        self.reference = _owned(ref2)
         self.batch_size = None if self._single else int(ref2.shape[0])
 
     @property
@@ -335,23 +348,25 @@ class ContrastiveTarget(EmbeddingTarget):
             raise EmbedcamValueError(
                 "centroids contain NaN or infinite values; refit them from finite embeddings"
             )
-        self.labels = as_label_tensor(labels)
+        self.labels = _owned(as_label_tensor(labels))
         check_labels_in_range(self.labels, centroids.shape[0])
         used = torch.unique(self.labels.to(centroids.device))
         check_matrix(centroids[used], name="centroids", what="centroid")
-        usable = torch.linalg.vector_norm(centroids, dim=1) > 0
+        self.centroids = _owned(centroids)
+        # Normal tensors even when the target is built under torch.inference_mode().
+        with torch.inference_mode(False):
+            usable = torch.linalg.vector_norm(self.centroids, dim=1) > 0
+            self._unit = self.centroids / torch.linalg.vector_norm(
+                self.centroids, dim=1, keepdim=True
+            ).clamp_min(torch.finfo(self.centroids.dtype).tiny)
         if int(usable.sum()) < 2:
             raise ConfigurationError(
                 "a contrastive target needs at least two classes with non-zero centroids; use "
                 "CentroidTarget for a single class"
             )
-        self.centroids = centroids.detach()
         self.usable = usable
         self.competitor = competitor
         self.batch_size = int(self.labels.numel())
-        self._unit = self.centroids / torch.linalg.vector_norm(
-            self.centroids, dim=1, keepdim=True
-        ).clamp_min(torch.finfo(self.centroids.dtype).tiny)
 
     @property
     def dim(self) -> int:

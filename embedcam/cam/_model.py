@@ -122,7 +122,9 @@ def prepare_images(images: Any, model: nn.Module) -> Tensor:
     The copy is detached and owned by embedcam: the caller's tensor is never modified (not even
     by an in-place operation at the start of the model), never gets a ``.grad`` and keeps its
     ``requires_grad`` flag. Float images of another precision (float64 from NumPy, float16) are
-    cast to the dtype of the model's floating-point parameters.
+    cast to the dtype of the model's floating-point parameters. Called outside inference mode
+    (``EmbeddingCAM`` runs under ``torch.inference_mode(False)``), the copy is a normal tensor
+    that autograd may record, also for images made under ``torch.inference_mode()``.
 
     Raises:
         ShapeError: not a 4-D tensor, or not a floating-point dtype.

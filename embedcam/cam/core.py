@@ -63,6 +63,20 @@ class EmbeddingCAM:
       every backend.
     * A target layer that runs more than once per forward (a shared module) raises.
 
+    Gradient contexts: a call works inside ``torch.no_grad()`` or ``torch.inference_mode()`` (an
+    evaluation loop) and with images or targets made under ``torch.inference_mode()`` (gallery
+    embeddings from [`embed_loader`][embedcam.embedding.embed_loader], centroids from
+    [`ClassCentroids.fit`][embedcam.centroids.ClassCentroids.fit]), with the maps of a plain call
+    on every backend. The CAM enables what it needs locally: it runs its forward and backward
+    under ``torch.inference_mode(False)`` and ``torch.enable_grad()`` on its private copy of the
+    images, and [`CentroidTarget`][embedcam.targets.CentroidTarget],
+    [`ReferenceTarget`][embedcam.targets.ReferenceTarget] and
+    [`ContrastiveTarget`][embedcam.targets.ContrastiveTarget] copy inference tensors to normal
+    ones once, when they are built. After the call the caller's grad mode and inference mode
+    are as before, also when an error is raised. A custom
+    [`EmbeddingTarget`][embedcam.targets.EmbeddingTarget] must hold normal tensors (``t.clone()``
+    outside inference mode).
+
     Args:
         model: the embedding model; its forward returns the ``(B, D)`` embedding, or anything
             from which ``embedding_fn`` picks it.
@@ -152,6 +166,12 @@ class EmbeddingCAM:
             EmbedcamValueError: NaN or infinite images, NaN or zero-norm embeddings, images on
                 the meta device.
         """
+        # Whatever the caller's context (torch.no_grad(), torch.inference_mode()): the engine
+        # records what it needs here, and the context managers restore the caller's modes on exit.
+        with torch.inference_mode(False), torch.enable_grad():
+            return self._explain(images, target)
+
+    def _explain(self, images: Tensor, target: EmbeddingTarget) -> CamResult:
         if not isinstance(target, EmbeddingTarget):
             raise ConfigurationError(
                 f"target must be an embedcam target (CentroidTarget, ReferenceTarget, "
