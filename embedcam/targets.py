@@ -85,6 +85,11 @@ class EmbeddingTarget(ABC):
     #: Number of images the target was built for, or ``None`` when any batch size works.
     batch_size: int | None = None
 
+    #: Whether the score is a cosine, whose gradient vanishes at ``|score| = 1`` (an image
+    #: explained against its own embedding): the CAM then flags the explanation as degenerate
+    #: (see [`CamResult`][embedcam.cam.result.CamResult]). False for other scores.
+    is_cosine: bool = False
+
     @abstractmethod
     def score(self, embeddings: Tensor) -> Tensor:
         """Compute the per-image score from validated embeddings.
@@ -219,6 +224,8 @@ class CentroidTarget(EmbeddingTarget):
         tensor([0.7071])
     """
 
+    is_cosine = True
+
     def __init__(self, centroids: Tensor, labels: Tensor | Sequence[int]) -> None:
         if not isinstance(centroids, Tensor) or centroids.dim() != 2:
             raise ShapeError(
@@ -267,6 +274,8 @@ class ReferenceTarget(EmbeddingTarget):
         >>> t(torch.tensor([[1.0, 1.0], [0.0, -5.0]]))
         tensor([ 0.7071, -1.0000])
     """
+
+    is_cosine = True
 
     def __init__(self, reference_embeddings: Tensor) -> None:
         ref = reference_embeddings

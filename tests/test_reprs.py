@@ -51,11 +51,11 @@ def test_cam_result_repr_names_shapes_and_fields_not_values():
         net[0].weight.fill_(0.1)
         net[0].bias.zero_()
     # Equal filters give four equal channels, so the embedding is parallel to (1, 1, 1, 1): the
-    # cosine is at its maximum 1, its gradient is zero and both maps are empty.
+    # cosine is at its maximum 1, its gradient is zero and both maps are empty (and degenerate).
     res = ec.EmbeddingCAM(net, "1")(torch.rand(2, 3, 8, 8), ec.ReferenceTarget(torch.ones(4)))
     assert repr(res) == (
         "CamResult(maps=(2, 8, 8) float32 cpu, raw=(2, 6, 6), layer='1', method='gradcam', "
-        "backend='native', empty=2/2)"
+        "backend='native', empty=2/2, degenerate=2/2)"
     )
     torch.manual_seed(0)
     net = torch.nn.Sequential(

@@ -4,9 +4,11 @@ Both libraries are driven with embedding targets and with their pitfalls avoided
 pytorch-grad-cam always gets exactly one target per image (never its argmax default, never a short
 list that ``zip`` would truncate), its hooks are released even on error and the model's state is
 restored; Captum gets a forward that returns the per-image score. Both adapters return the signed
-layer-resolution map and the scores; [`EmbeddingCAM`][embedcam.cam.core.EmbeddingCAM] turns every
+layer-resolution map and the scores (the grad-cam adapter also the layer's activations and
+gradients, for the degenerate flag); [`EmbeddingCAM`][embedcam.cam.core.EmbeddingCAM] turns every
 backend's map into display maps with the same ReLU, bilinear upsampling, relative-epsilon
-min-max and ``empty`` flag ([`finish_maps`][embedcam.cam.result.finish_maps]), in float32.
+min-max and ``empty`` and ``degenerate`` flags ([`finish_maps`][embedcam.cam.result.finish_maps]),
+in float32.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class _GraphCutModel(EmbeddingModel):
         self.uses_gradients = True
         self._ran = False
         self._cut = False
+        self.leaf: Tensor | None = None
         self._dtype = images.dtype
         if next(model.parameters(), None) is None:
             # The library takes its device from the first parameter: give a stateless model one.
@@ -114,9 +117,11 @@ class _GraphCutModel(EmbeddingModel):
         if not output.dtype.is_floating_point:
             return None
         self._cut = True
+        # Kept for the degenerate flag: the caller differentiates the score with respect to it.
+        self.leaf = output.detach().requires_grad_(True)
         # A clone, so that an in-place op after the layer (ReLU(inplace=True)) sees a non-leaf,
         # as it would without the cut.
-        return output.detach().requires_grad_(True).clone()
+        return self.leaf.clone()
 
     def forward(self, x: Tensor) -> Tensor:
         self._ran = self._cut = False
@@ -154,13 +159,16 @@ def run_gradcam(
     method: str,
     embedding_fn: Callable[[Any], Tensor] | None,
     reshape_transform: Callable[[Tensor], Tensor] | None,
-) -> tuple[Tensor, Tensor]:
-    """Explain with pytorch-grad-cam; return ``(raw, scores)``.
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Explain with pytorch-grad-cam; return ``(raw, scores, acts, grads)``.
 
     ``raw`` is the signed float32 map the library computed before its ReLU (its own display maps,
     min-max scaled with an absolute epsilon, are discarded: a constant map would come out all
-    zero), ``scores`` the explained scores. The caller holds the model's lock, puts it in eval
-    mode and passes a private copy of the images.
+    zero), ``scores`` the explained scores, ``acts`` the target layer's output and ``grads`` the
+    gradient of each image's score with respect to it (for the degenerate flag: one
+    ``torch.autograd.grad`` on the graph the library's forward recorded and its backward
+    retained; no extra forward, also for the gradient-free methods). The caller holds the model's
+    lock, puts it in eval mode and passes a private copy of the images.
 
     The library runs one forward and its ``loss.backward()`` on a graph cut at the target layer
     (see `_GraphCutModel`): same activations, same gradients, same maps, but neither the
@@ -186,8 +194,18 @@ def run_gradcam(
         wrapped.uses_gradients = bool(cam.uses_gradients)
         try:
             cam(input_tensor=images.detach(), targets=targets)
-            with torch.no_grad():
-                scores = target(embed(cam.outputs, None)).detach()
+            scores = target(embed(cam.outputs, None))
+            leaf = wrapped.leaf
+            if leaf is None:
+                raise ConfigurationError(
+                    f"pytorch-grad-cam recorded no forward through the target layer for {method!r}"
+                )
+            grads = None
+            if scores.requires_grad:
+                (grads,) = torch.autograd.grad(scores.sum(), leaf, allow_unused=True)
+            acts = leaf.detach()
+            grads = torch.zeros_like(acts) if grads is None else grads.detach()
+            scores = scores.detach()
         finally:
             cam.activations_and_grads.release()
     finally:
@@ -197,7 +215,7 @@ def run_gradcam(
     if cam.raw_map is None:
         raise ConfigurationError(f"pytorch-grad-cam produced no map for method {method!r}")
     raw = torch.from_numpy(cam.raw_map).to(images.device)
-    return raw, scores
+    return raw, scores, acts, grads
 
 
 def run_captum(

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from embedcam._checks import check_eager, check_materialised
 from embedcam.cam import adapters
+from embedcam.cam import result as _result
 from embedcam.cam._model import (
     explain_mode,
     model_lock,
@@ -62,6 +63,21 @@ class EmbeddingCAM:
     * An empty batch (``B = 0``) gives an empty [`CamResult`][embedcam.cam.result.CamResult] on
       every backend.
     * A target layer that runs more than once per forward (a shared module) raises.
+    * Degenerate explanations are flagged, never shown as evidence: an image explained against
+      its own embedding (a self-match, a near-duplicate, a centroid made from that one image)
+      has a score whose gradient is noise (~1e-10). An image is ``degenerate`` when
+      ``S = sum_(k,i,j) |d score / d A_kij * A_kij|`` over the layer output ``A`` (the
+      first-order score change, in score units) is below
+      [`DEGENERATE_SENSITIVITY`][embedcam.cam.result.DEGENERATE_SENSITIVITY] (1e-5), or when
+      the target is a cosine ([`CentroidTarget`][embedcam.targets.CentroidTarget],
+      [`ReferenceTarget`][embedcam.targets.ReferenceTarget]) and ``|score| >= 1 - 1e-6``
+      ([`ContrastiveTarget`][embedcam.targets.ContrastiveTarget] and custom targets: the ``S``
+      rule only). Its ``maps`` are all zeros and ``empty`` is true (so scores and the judge
+      count it as no evidence); see [`CamResult`][embedcam.cam.result.CamResult]. The native
+      engine computes ``S`` from the activations and gradients it already has, the
+      ``"grad-cam"`` backend with one extra backward on the graph its forward recorded, the
+      ``"captum"`` backend with one extra graph-cut forward and backward; the flag agrees across
+      backends.
 
     Gradient contexts: a call works inside ``torch.no_grad()`` or ``torch.inference_mode()`` (an
     evaluation loop) and with images or targets made under ``torch.inference_mode()`` (gallery
@@ -153,8 +169,8 @@ class EmbeddingCAM:
 
         Returns:
             A [`CamResult`][embedcam.cam.result.CamResult] with float32 ``maps (B, H, W)``,
-            ``raw (B, h, w)`` and ``scores (B,)``, and bool ``empty (B,)``; empty tensors for
-            ``B = 0``.
+            ``raw (B, h, w)`` and ``scores (B,)``, and bool ``empty (B,)`` and
+            ``degenerate (B,)``; empty tensors for ``B = 0``.
 
         Raises:
             ShapeError: ``images`` is not a ``(B, C, H, W)`` float tensor (integer images must be
@@ -194,7 +210,7 @@ class EmbeddingCAM:
                     self.model, self.layer, self.layer_name, images, target, self.embedding_fn
                 )
             elif backend == "grad-cam":
-                raw, scores = adapters.run_gradcam(
+                raw, scores, acts, grads = adapters.run_gradcam(
                     self.model,
                     self.layer,
                     images,
@@ -207,24 +223,44 @@ class EmbeddingCAM:
                 raw, scores = adapters.run_captum(
                     self.model, self.layer, images, target, self.method, self.embedding_fn
                 )
+                # The degenerate flag needs the layer's activations and gradients, which Captum
+                # does not hand out: one extra graph-cut forward and backward (parameters
+                # frozen, restored by explain_mode).
+                with explain_mode(self.model, freeze=True):
+                    acts, grads, _ = layer_activations_and_grads(
+                        self.model, self.layer, self.layer_name, images, target, self.embedding_fn
+                    )
         with torch.no_grad():
+            acts, grads = self._as_maps(acts), self._as_maps(grads)
             if backend == "native":
-                acts, grads = self._as_maps(acts), self._as_maps(grads)
                 if acts.shape[0] == 0:  # any method (also one only another backend has)
                     raw = acts.new_zeros((0, *acts.shape[-2:]))
                 else:
                     raw = self._native_raw(acts.float(), grads.float())
             raw = raw.float()
-            maps, empty = finish_maps(raw, size)
+            scores = scores.detach().float()
+            degenerate = self._degenerate(acts, grads, scores, target).to(raw.device)
+            maps, empty = finish_maps(raw, size, degenerate)
         return CamResult(
             maps=maps,
             raw=raw,
-            scores=scores.detach().float(),
+            scores=scores,
             empty=empty,
             method=self.method,
             backend=self.backend,
             layer=self.layer_name,
+            degenerate=degenerate,
         )
+
+    @staticmethod
+    def _degenerate(acts: Tensor, grads: Tensor, scores: Tensor, target: EmbeddingTarget) -> Tensor:
+        """``(B,)`` bool: the score is insensitive to the layer, or a saturated cosine."""
+        sensitivity = (grads.float() * acts.float()).abs().flatten(1).sum(dim=1)
+        flags = sensitivity < _result.DEGENERATE_SENSITIVITY
+        if target.is_cosine:
+            saturated = scores.abs() >= 1.0 - _result.SATURATED_COSINE_EPS
+            flags = flags | saturated.to(flags.device)
+        return flags
 
     def _native_raw(self, acts: Tensor, grads: Tensor) -> Tensor:
         fn = self._formula if self._formula is not None else native_formula(self.method)

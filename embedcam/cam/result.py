@@ -10,12 +10,29 @@ from torch import Tensor
 
 from embedcam._repr import tensor_summary
 
-__all__ = ["CamResult", "upsample", "normalize_maps", "finish_maps"]
+__all__ = [
+    "CamResult",
+    "upsample",
+    "normalize_maps",
+    "finish_maps",
+    "DEGENERATE_SENSITIVITY",
+    "SATURATED_COSINE_EPS",
+]
 
 #: Relative epsilon of the per-image min-max: a map whose range is at most this fraction of its
 #: maximum is treated as constant. Relative, not absolute, because similarity targets give raw
 #: maxima of 1e-6 and below, where an absolute 1e-7 (pytorch-grad-cam) changes the map by 10%.
 REL_EPS = 1e-6
+
+#: First-order sensitivity ``S = sum |d score / d A * A|`` (score units, summed over the layer
+#: output) below which an explanation is degenerate (see
+#: [`CamResult`][embedcam.cam.result.CamResult]): self-matches measure 1e-9..1e-7, real pairs
+#: 0.1 and more (random ResNet-18, layer4).
+DEGENERATE_SENSITIVITY = 1e-5
+
+#: A cosine target's score with ``|score| >= 1 - SATURATED_COSINE_EPS`` is saturated: the image
+#: is explained against (a copy of) its own embedding, the gradient vanishes.
+SATURATED_COSINE_EPS = 1e-6
 
 
 def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
@@ -60,19 +77,26 @@ def normalize_maps(maps: Tensor, rel_eps: float = REL_EPS, zero: Tensor | None =
     return torch.addcmul(b[:, None, None], maps, a[:, None, None]).clamp_(0.0, 1.0)
 
 
-def finish_maps(raw: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def finish_maps(
+    raw: Tensor, size: tuple[int, int], degenerate: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Turn signed layer-resolution maps into display maps: ReLU, upsample, min-max.
 
     Args:
         raw: ``(B, h, w)`` signed maps.
         size: ``(H, W)`` input size.
+        degenerate: optional ``(B,)`` bool of degenerate explanations (see
+            [`CamResult`][embedcam.cam.result.CamResult]); those maps are never min-max scaled:
+            they are all zeros and count as empty.
 
     Returns:
         ``(maps, empty)``: ``(B, H, W)`` maps in ``[0, 1]`` (zeros where empty) and the ``(B,)``
-        bool mask of maps with no positive evidence.
+        bool mask of maps with no positive evidence (or a degenerate explanation).
     """
     pos = raw.float().clamp_min(0)
     empty = pos.flatten(1).amax(dim=1) <= 0
+    if degenerate is not None:
+        empty = empty | degenerate.to(empty.device)
     return normalize_maps(upsample(pos, size), zero=empty), empty
 
 
@@ -85,13 +109,30 @@ class CamResult:
             upsampled, per-image min-max scaled (relative epsilon). All zeros where ``empty``.
         raw: ``(B, h, w)`` signed map at the layer's resolution, before ReLU and normalisation.
         scores: ``(B,)`` the explained score of each image (e.g. cosine to its centroid).
-        empty: ``(B,)`` bool, true exactly when the ReLU'd raw map is all zero: the model found no
-            positive evidence for the target (never a normal-looking min-max of noise).
+        empty: ``(B,)`` bool, true exactly when the ReLU'd raw map is all zero or the explanation
+            is ``degenerate``: the model found no positive evidence for the target (never a
+            normal-looking min-max of noise).
+        degenerate: ``(B,)`` bool, true where the explained score is (almost) insensitive to the
+            layer, so the map is numerical noise; such maps are all zeros and ``empty`` (see
+            below). All false when not given.
         method: the CAM method that produced the maps.
         backend: the backend that produced them.
         layer: dotted name of the explained layer (empty when unknown).
 
-    The repr is one short line with shapes, dtype and device, never the values.
+    Degenerate explanations: explaining an image against its own embedding (a self-match, a
+    near-duplicate, a class centroid made from that one image) gives a score at its maximum,
+    where the gradient is ~1e-10 instead of ~1e-3; min-max scaling would stretch that noise to
+    full contrast. [`EmbeddingCAM`][embedcam.cam.core.EmbeddingCAM] flags an image as
+    degenerate, on every backend, when the first-order sensitivity of its score at the layer,
+    ``S = sum_(k,i,j) |d score / d A_kij * A_kij|`` (in score units), is below
+    [`DEGENERATE_SENSITIVITY`][embedcam.cam.result.DEGENERATE_SENSITIVITY], or when a cosine
+    target's score is saturated (``|score| >= 1 - 1e-6``; the difference of cosines of
+    [`ContrastiveTarget`][embedcam.targets.ContrastiveTarget] and custom targets use the ``S``
+    rule only). ``raw`` keeps the layer's signed values;
+    [`signed_maps`][embedcam.cam.result.CamResult.signed_maps] is zero there too.
+
+    The repr is one short line with shapes, dtype and device, never the values; it names the
+    count of degenerate maps only when there is one.
 
     Examples:
         >>> import torch
@@ -110,13 +151,21 @@ class CamResult:
     method: str = "gradcam"
     backend: str = "native"
     layer: str = ""
+    degenerate: Tensor = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.degenerate is None:
+            flags = torch.zeros(self.empty.shape, dtype=torch.bool, device=self.empty.device)
+            object.__setattr__(self, "degenerate", flags)
 
     def __repr__(self) -> str:
         layer = f"layer={self.layer!r}, " if self.layer else ""
+        k = int(self.degenerate.sum())
+        degenerate = f", degenerate={k}/{self.degenerate.numel()}" if k else ""
         return (
             f"CamResult(maps={tensor_summary(self.maps)}, raw={tuple(self.raw.shape)}, {layer}"
             f"method={self.method!r}, backend={self.backend!r}, "
-            f"empty={int(self.empty.sum())}/{self.empty.numel()})"
+            f"empty={int(self.empty.sum())}/{self.empty.numel()}{degenerate})"
         )
 
     def __len__(self) -> int:
@@ -136,8 +185,10 @@ class CamResult:
         class and vanishes after the ReLU.
 
         Returns:
-            ``(B, H, W)`` maps in ``[-1, 1]``; all-zero raw maps stay zero.
+            ``(B, H, W)`` maps in ``[-1, 1]``; all-zero raw maps stay zero, and so do the maps of
+            ``degenerate`` explanations (noise, never scaled to full contrast).
         """
         up = upsample(self.raw.float(), self.size)
         peak = up.abs().flatten(1).amax(dim=1)[:, None, None]
-        return up / torch.where(peak > 0, peak, torch.ones_like(peak))
+        out = up / torch.where(peak > 0, peak, torch.ones_like(peak))
+        return out.masked_fill(self.degenerate.to(out.device)[:, None, None], 0.0)
