@@ -6,8 +6,6 @@ One test per defect of an adversarial review; each failed before its fix.
 from __future__ import annotations
 
 import errno
-import functools
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sku_helpers import load_sku
 from skubench import report
 from skubench.config import build_config
 
@@ -32,14 +31,7 @@ from embedcam.report import Report, image_grid, markdown_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@functools.cache
-def _sku() -> Any:
-    """benchmarks/sku.py as a module, loaded on first use (not when this file is imported)."""
-    spec = importlib.util.spec_from_file_location("sku_hostile", ROOT / "benchmarks" / "sku.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_sku = load_sku
 
 
 HOSTILE = ["<script>alert(1)</script>", "a|b", "*x*", "**y**"]

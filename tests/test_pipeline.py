@@ -312,8 +312,8 @@ def test_refuses_to_resume_over_data_changed_in_place(setup, tmp_path):
         ec.explain_dataset(net, loader, cents, RECIPES[0], out=out, progress=False)
 
 
-def test_image_files_rewritten_in_place_are_a_different_run(tmp_path):
-    from PIL import Image
+def _file_export_run(tmp_path):
+    """A folder export explained into ``tmp_path / "r"``: (index, rerun) to try a resume."""
     from test_datasets import write_export
 
     from embedcam.datasets import ImageDataset, load_roboflow
@@ -322,28 +322,29 @@ def test_image_files_rewritten_in_place_are_a_different_run(tmp_path):
     loader = DataLoader(ImageDataset(index, size=16), batch_size=2)
     net = small_net()
     cents = ec.ClassCentroids.fit(net, loader, progress=False)
-    out = tmp_path / "r"
-    ec.explain_dataset(net, loader, cents, RECIPES[0], out=out, progress=False)
+
+    def rerun():
+        ec.explain_dataset(net, loader, cents, RECIPES[0], out=tmp_path / "r", progress=False)
+
+    rerun()
+    return index, rerun
+
+
+def test_image_files_rewritten_in_place_are_a_different_run(tmp_path):
+    from PIL import Image
+
+    index, rerun = _file_export_run(tmp_path)
     last = index.samples[-1].path  # not the first item: only the file's bytes can tell
     Image.new("RGB", (24, 20), (200, 10, 10)).save(last)
     with pytest.raises(
         ConfigurationError, match=r"changed: \['data'\].*changed files: '.*" + last.name
     ):
-        ec.explain_dataset(net, loader, cents, RECIPES[0], out=out, progress=False)
+        rerun()
 
 
 def test_a_same_size_edit_with_its_old_mtime_is_a_different_run(tmp_path):
     # cp -p, rsync -a and unzip restore modification times: a size/mtime check misses this.
-    from test_datasets import write_export
-
-    from embedcam.datasets import ImageDataset, load_roboflow
-
-    index = load_roboflow(write_export(tmp_path / "folder", "folder"))
-    loader = DataLoader(ImageDataset(index, size=16), batch_size=2)
-    net = small_net()
-    cents = ec.ClassCentroids.fit(net, loader, progress=False)
-    out = tmp_path / "r"
-    ec.explain_dataset(net, loader, cents, RECIPES[0], out=out, progress=False)
+    index, rerun = _file_export_run(tmp_path)
     path = index.samples[-1].path
     st = os.stat(path)
     data = bytearray(path.read_bytes())
@@ -351,4 +352,4 @@ def test_a_same_size_edit_with_its_old_mtime_is_a_different_run(tmp_path):
     path.write_bytes(bytes(data))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     with pytest.raises(ConfigurationError, match="changed files: .*" + path.name):
-        ec.explain_dataset(net, loader, cents, RECIPES[0], out=out, progress=False)
+        rerun()

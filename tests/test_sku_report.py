@@ -6,8 +6,6 @@ Fast unit tests on small hand-made results dicts (the end-to-end smoke run is
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import io
 import os
 import re
@@ -21,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 from rich.console import Console
+from sku_helpers import load_sku
 from skubench import io as skuio
 from skubench import report
 
@@ -29,14 +28,7 @@ from embedcam.report import GridCell, Report, image_grid
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@functools.cache
-def _sku() -> Any:
-    """benchmarks/sku.py as a module, loaded on first use (not when this file is imported)."""
-    spec = importlib.util.spec_from_file_location("sku_main", ROOT / "benchmarks" / "sku.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_sku = load_sku
 
 
 ARLA = ["Arla-Ecological-Medium-Fat-Milk", "Arla-Ecological-Sour-Cream"]
