@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
         datasets,
         interventions,
         masks,
+        pairs,
         report,
         scoring,
         stats,
@@ -45,11 +46,20 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     from embedcam.centroids import ClassCentroids
     from embedcam.embedding import embed_loader, embedding_health
     from embedcam.masks import darken
+    from embedcam.pairs import (
+        PairResult,
+        PointToPoint,
+        RankList,
+        explain_pair,
+        point_to_point,
+        rank_list,
+    )
     from embedcam.pipeline import DatasetRecords, Judge, explain_dataset
     from embedcam.recipe import Recipe
     from embedcam.scoring import judge_features
     from embedcam.targets import (
         CentroidTarget,
+        ContrastivePairTarget,
         ContrastiveTarget,
         EmbeddingTarget,
         ReferenceTarget,
@@ -69,8 +79,17 @@ __all__ = [
     "ClassCentroids",
     "CentroidTarget",
     "ContrastiveTarget",
+    "ContrastivePairTarget",
     "EmbeddingTarget",
     "ReferenceTarget",
+    # retrieval: pairs, rank lists, point-to-point
+    "pairs",
+    "explain_pair",
+    "PairResult",
+    "rank_list",
+    "RankList",
+    "point_to_point",
+    "PointToPoint",
     # boxes, masks, scoring, judge, stats
     "boxes",
     "masks",
@@ -105,6 +124,7 @@ _SUBMODULES = frozenset(
         "targets",
         "boxes",
         "masks",
+        "pairs",
         "scoring",
         "stats",
         "datasets",
@@ -123,6 +143,13 @@ _ATTRIBUTES = {
     "ClassCentroids": "embedcam.centroids",
     "CentroidTarget": "embedcam.targets",
     "ContrastiveTarget": "embedcam.targets",
+    "ContrastivePairTarget": "embedcam.targets",
+    "explain_pair": "embedcam.pairs",
+    "PairResult": "embedcam.pairs",
+    "rank_list": "embedcam.pairs",
+    "RankList": "embedcam.pairs",
+    "point_to_point": "embedcam.pairs",
+    "PointToPoint": "embedcam.pairs",
     "EmbeddingTarget": "embedcam.targets",
     "ReferenceTarget": "embedcam.targets",
     "boxes_to_masks": "embedcam.boxes",

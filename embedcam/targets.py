@@ -11,7 +11,10 @@ the pytorch-grad-cam embeddings tutorial):
   embedding per image (a query, a gallery match, a prototype);
 * [`ContrastiveTarget`][embedcam.targets.ContrastiveTarget] - cosine to the own centroid minus
   cosine to the most similar *other* centroid: what separates the image from its nearest competitor,
-  which is what tells sibling classes apart.
+  which is what tells sibling classes apart;
+* [`ContrastivePairTarget`][embedcam.targets.ContrastivePairTarget] - cosine to one reference
+  minus cosine to another (retrieval: what in the query made the wrong gallery image outrank the
+  right one).
 
 Every target is a callable ``(B, D) -> (B,)`` on a batch of embeddings and offers
 [`EmbeddingTarget.as_gradcam_targets`][embedcam.targets.EmbeddingTarget.as_gradcam_targets] for
@@ -44,6 +47,7 @@ __all__ = [
     "CentroidTarget",
     "ReferenceTarget",
     "ContrastiveTarget",
+    "ContrastivePairTarget",
 ]
 
 
@@ -58,6 +62,19 @@ def _owned(t: Tensor) -> Tensor:
         with torch.inference_mode(False):
             return t.clone()
     return t.detach()
+
+
+def _reference_rows(ref: Tensor, name: str) -> tuple[Tensor, bool]:
+    """Validate a ``(B, D)`` or ``(D,)`` reference; return it as an owned ``(B|1, D)`` matrix."""
+    if not isinstance(ref, Tensor) or ref.dim() not in (1, 2):
+        raise ShapeError(
+            f"{name} must be (B, D) or (D,), got "
+            f"{tuple(ref.shape) if isinstance(ref, Tensor) else type(ref).__name__}"
+        )
+    single = ref.dim() == 1
+    ref2 = ref.reshape(1, -1) if single else ref
+    check_matrix(ref2, name=name, what="reference")
+    return _owned(ref2), single
 
 
 def _cosine_rows(e: Tensor, ref: Tensor) -> Tensor:
@@ -278,17 +295,8 @@ class ReferenceTarget(EmbeddingTarget):
     is_cosine = True
 
     def __init__(self, reference_embeddings: Tensor) -> None:
-        ref = reference_embeddings
-        if not isinstance(ref, Tensor) or ref.dim() not in (1, 2):
-            raise ShapeError(
-                "reference_embeddings must be (B, D) or (D,), got "
-                f"{tuple(ref.shape) if isinstance(ref, Tensor) else type(ref).__name__}"
-            )
-        self._single = ref.dim() == 1
-        ref2 = ref.reshape(1, -1) if self._single else ref
-        check_matrix(ref2, name="reference_embeddings", what="reference")
-        self.reference = _owned(ref2)
-        self.batch_size = None if self._single else int(ref2.shape[0])
+        self.reference, self._single = _reference_rows(reference_embeddings, "reference_embeddings")
+        self.batch_size = None if self._single else int(self.reference.shape[0])
 
     @property
     def dim(self) -> int:
@@ -413,3 +421,70 @@ class ContrastiveTarget(EmbeddingTarget):
     def select(self, index: int) -> ContrastiveTarget:
         """The target for image ``index`` alone."""
         return ContrastiveTarget(self.centroids, self.labels[index : index + 1], self.competitor)
+
+
+class ContrastivePairTarget(EmbeddingTarget):
+    """Cosine to one reference minus cosine to another: why ``toward`` beat ``away``.
+
+    ``score_b = cos(e_b, toward_b) - cos(e_b, away_b)``. In retrieval, with the query's image
+    explained, ``toward`` the embedding of a wrong gallery image that outranked the right one and
+    ``away`` the embedding of that right one, the map shows the query evidence that made the wrong
+    neighbour win (a positive score: it did win). Swap the two to see what spoke for the right one.
+    Either reference may be a single ``(D,)`` vector shared by the batch.
+
+    This is a difference of cosines, so the saturated-cosine rule of the degenerate flag does not
+    apply (``is_cosine`` is false); the sensitivity rule does.
+
+    Args:
+        toward: ``(B, D)`` or ``(D,)`` embeddings the score rewards similarity to.
+        away: ``(B, D)`` or ``(D,)`` embeddings the score penalises similarity to.
+
+    Raises:
+        ShapeError: a reference is not 1-D or 2-D, the two have different dimensions, or
+            different batch sizes.
+        EmbedcamValueError: a reference is NaN or zero-norm.
+
+    Examples:
+        >>> import torch
+        >>> t = ContrastivePairTarget(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))
+        >>> t(torch.tensor([[3.0, 4.0], [4.0, 3.0]]))
+        tensor([-0.2000,  0.2000])
+    """
+
+    def __init__(self, toward: Tensor, away: Tensor) -> None:
+        self.toward, single_t = _reference_rows(toward, "toward")
+        self.away, single_a = _reference_rows(away, "away")
+        if self.toward.shape[1] != self.away.shape[1]:
+            raise ShapeError(
+                f"toward has dimension {self.toward.shape[1]} but away has "
+                f"{self.away.shape[1]}; both must be embeddings of the same model"
+            )
+        sizes = {
+            int(r.shape[0])
+            for r, single in ((self.toward, single_t), (self.away, single_a))
+            if not single
+        }
+        if len(sizes) > 1:
+            raise ShapeError(
+                f"toward holds {self.toward.shape[0]} references but away holds "
+                f"{self.away.shape[0]}; pass one of each per image, or a single (D,) vector"
+            )
+        self._single = (single_t, single_a)
+        self.batch_size = sizes.pop() if sizes else None
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension ``D``."""
+        return int(self.toward.shape[1])
+
+    def score(self, embeddings: Tensor) -> Tensor:
+        """``cos(e, toward) - cos(e, away)`` per row, ``(B, D) -> (B,)``."""
+        t = self.toward.to(embeddings.device, embeddings.dtype).expand_as(embeddings)
+        a = self.away.to(embeddings.device, embeddings.dtype).expand_as(embeddings)
+        return _cosine_rows(embeddings, t) - _cosine_rows(embeddings, a)
+
+    def select(self, index: int) -> ContrastivePairTarget:
+        """The target for image ``index`` alone."""
+        t = self.toward if self._single[0] else self.toward[index : index + 1]
+        a = self.away if self._single[1] else self.away[index : index + 1]
+        return ContrastivePairTarget(t[0] if self._single[0] else t, a[0] if self._single[1] else a)
