@@ -137,6 +137,24 @@ def test_pairs_inside_inference_mode(backend: str) -> None:
     torch.testing.assert_close(inside.gallery.maps, plain.gallery.maps)
 
 
+def test_pair_chunks_give_the_same_maps_and_empty_batches_work() -> None:
+    model = _cnn()
+    torch.manual_seed(10)
+    q, g = torch.rand(5, 3, 16, 16), torch.rand(5, 3, 16, 16)
+    cam = ec.EmbeddingCAM(model, "2")
+    whole = ec.explain_pair(cam, q, g, batch_size=10)
+    for size in (1, 2, 3, None):
+        part = ec.explain_pair(cam, q, g, batch_size=size)
+        torch.testing.assert_close(part.query.maps, whole.query.maps)
+        torch.testing.assert_close(part.gallery.raw, whole.gallery.raw)
+        torch.testing.assert_close(part.similarity, whole.similarity)
+    for backend in BACKENDS:
+        empty = ec.explain_pair(ec.EmbeddingCAM(model, "2", backend=backend), q[:0], g[:0])
+        assert len(empty) == 0 and empty.query.maps.shape == (0, 16, 16)
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        ec.explain_pair(cam, q, g, batch_size=0)
+
+
 def test_pair_bad_inputs() -> None:
     cam = ec.EmbeddingCAM(_cnn(), "2")
     x = torch.rand(2, 3, 16, 16)
@@ -422,6 +440,15 @@ def test_point_to_point_parts_sum_to_the_model_cosine() -> None:
     assert p2p.query_grid == (8, 8) and p2p.gallery_grid == (10, 6)
     assert p2p.matrix.shape == (3, 64, 60) and p2p.exact
     assert p2p.gallery.maps.shape == (3, 20, 12)
+    for size in (1, 2, 4):  # chunks of pairs give the same result
+        part = ec.point_to_point(model, "3", q, g, head=model[6], batch_size=size)
+        torch.testing.assert_close(part.matrix, p2p.matrix)
+        torch.testing.assert_close(part.query.maps, p2p.query.maps)
+        assert part.exact and part.gallery_grid == (10, 6)
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        ec.point_to_point(model, "3", q, g, head=model[6], batch_size=0)
+    none = ec.point_to_point(model, "3", q[:0], g[:0], head=model[6])
+    assert none.matrix.shape == (0, 64, 60) and len(none) == 0 and none.query.maps.shape[0] == 0
 
 
 def test_point_to_point_self_match_stays_informative() -> None:
