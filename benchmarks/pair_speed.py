@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="timed repeats (default 7, quick 2)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = parser.parse_args(argv)
-    repeats = args.repeats or (2 if args.quick else 7)
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 7)
     if repeats < 1:
         parser.error("--repeats must be at least 1")
     result = run(args.models, args.quick, repeats, torch.device(args.device))
