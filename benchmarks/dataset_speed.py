@@ -645,7 +645,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(memory_child(args.quick, args.memory_child)))
         return 0
 
-    repeats = args.repeats or (1 if args.quick else 5)
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
+    if repeats < 1:
+        parser.error("--repeats must be at least 1")
     args.cache.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "schema": SCHEMA,

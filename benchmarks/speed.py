@@ -668,7 +668,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     device = torch.device(args.device)
-    repeats = args.repeats or (2 if args.quick else 7)
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 7)
+    if repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.gradcam_overhead:
         import pytorch_grad_cam
 

@@ -831,14 +831,24 @@ def _run_explain(args: argparse.Namespace, console: Console) -> int:
                     "class": "" if label is None else label,
                     "score": float(res.scores[b]),
                     "empty": bool(res.empty[b]),
+                    "degenerate": bool(res.degenerate[b]),
                     "_name": names[label] if names is not None and label is not None else None,
                 }
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["file", "target", "class", "score", "empty"])
+        writer.writerow(["file", "target", "class", "score", "empty", "degenerate"])
         for i in sorted(rows):
             r = rows[i]
-            writer.writerow([r["file"], r["target"], r["class"], f"{r['score']:.6f}", r["empty"]])
+            writer.writerow(
+                [
+                    r["file"],
+                    r["target"],
+                    r["class"],
+                    f"{r['score']:.6f}",
+                    r["empty"],
+                    r["degenerate"],
+                ]
+            )
         atomic_write_text(out / "scores.csv", buf.getvalue())
 
     target_text = {
@@ -867,7 +877,9 @@ def _run_explain(args: argparse.Namespace, console: Console) -> int:
             r["target"],
             Text(cls),
             f"{r['score']:.4f}",
-            "[yellow]yes[/]" if r["empty"] else "no",
+            "[yellow]yes: degenerate (self-match?)[/]"
+            if r["degenerate"]
+            else ("[yellow]yes[/]" if r["empty"] else "no"),
         )
     console.print(table)
     console.print(

@@ -47,7 +47,7 @@ from embedcam.cam._model import (
 )
 from embedcam.cam.core import EmbeddingCAM
 from embedcam.cam.result import CamResult, finish_maps, normalize_maps, upsample
-from embedcam.embedding import embed_batches, embed_loader
+from embedcam.embedding import embed_batches, embed_loader, embedding_health
 from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError, UnsupportedError
 from embedcam.targets import ContrastivePairTarget, EmbeddingTarget, ReferenceTarget, _cosine_rows
 
@@ -428,6 +428,27 @@ def _fetch(source: Tensor | Dataset[Any], positions: Sequence[int]) -> Tensor:
     return torch.stack(images)
 
 
+def _warn_if_collapsed(emb: Tensor) -> None:
+    """Warn when the gallery embeddings look collapsed (measured on up to 2048 of them)."""
+    n = int(emb.shape[0])
+    if n < 2:
+        return
+    rows = torch.linspace(0, n - 1, min(n, 2048)).round().long().unique()
+    health = embedding_health(emb.detach()[rows.to(emb.device)])
+    if health.collapsed:
+        from embedcam.audit import CollapseWarning
+
+        warnings.warn(
+            f"the gallery embeddings look collapsed (effective rank "
+            f"{health.effective_rank:.1f} of {health.dim}, mean pairwise cosine "
+            f"{health.mean_pairwise_cosine:.3f}): every image is near every other, the ranking "
+            "rests on tiny differences and the maps explain those; check the model's training "
+            "(embedcam.embedding_health)",
+            CollapseWarning,
+            stacklevel=3,
+        )
+
+
 def rank_list(
     cam: EmbeddingCAM,
     query: Tensor,
@@ -488,13 +509,17 @@ def rank_list(
         UserWarning: the given ``gallery_embeddings`` disagree with the model's embeddings of
             the neighbours (cosine to the query differs by more than 1e-3): they came from
             another model, weights or preprocessing, and the maps explain the model, not them.
+        CollapseWarning: the gallery embeddings look collapsed
+            ([`embedding_health`][embedcam.embedding.embedding_health] on up to 2048 of them;
+            a `UserWarning` subclass from [`embedcam.audit`][embedcam.audit]): a collapsed model
+            ranks by noise-level differences.
 
     Examples:
         >>> import torch, embedcam as ec
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
-        ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-        >>> gallery, labels = torch.rand(6, 3, 8, 8), torch.tensor([0, 0, 1, 1, 2, 2])
-        >>> rl = ec.rank_list(ec.EmbeddingCAM(net, "1"), gallery[0], gallery, k=3,
+        >>> _ = torch.manual_seed(0)
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.Flatten())
+        >>> gallery, labels = torch.randn(6, 3, 8, 8), torch.tensor([0, 0, 1, 1, 2, 2])
+        >>> rl = ec.rank_list(ec.EmbeddingCAM(net, "0"), gallery[0], gallery, k=3,
         ...                   query_label=0, gallery_labels=labels, exclude=0)
         >>> len(rl), 0 in rl.indices.tolist(), rl.pairs.query.maps.shape
         (3, False, torch.Size([3, 8, 8]))
@@ -538,6 +563,7 @@ def rank_list(
     from embedcam._checks import as_label_tensor, check_matrix
 
     check_matrix(emb.detach(), name="gallery_embeddings", what="gallery image")
+    _warn_if_collapsed(emb)
     labels = data_labels
     if gallery_labels is not None:
         labels = as_label_tensor(gallery_labels, name="gallery_labels")

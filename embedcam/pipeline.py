@@ -62,7 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Judge", "DatasetRecords", "explain_dataset", "SCORE_COLUMNS", "RECORDS_SCHEMA"]
 
 #: Version tag of the records folder layout (``_manifest.json``).
-RECORDS_SCHEMA = "embedcam.records/1"
+RECORDS_SCHEMA = "embedcam.records/2"
 
 #: Map-vs-region scores stored per record (see `embedcam.scoring.score_maps`); ``ceiling``
 #: is `embedcam.scoring.box_map_ceiling`, the energy in box a box-shaped map reaches on the
@@ -285,6 +285,7 @@ def _schema(maps: MapsOption) -> pyarrow.Schema:
         ("recipe", pa.string()),
         ("score", pa.float32()),
         ("empty", pa.bool_()),
+        ("degenerate", pa.bool_()),
         ("grid_h", pa.int32()),
         ("grid_w", pa.int32()),
         ("region", pa.string()),
@@ -614,6 +615,7 @@ def _explain_batch(
             cols["verdict"] = judge(shown, reg, recipe.negatives).cpu().tolist()
         scores = _finite(res.scores)
         empty = res.empty.cpu().tolist()
+        degenerate = res.degenerate.cpu().tolist()
         gh, gw = int(res.raw.shape[-2]), int(res.raw.shape[-1])
         raw = res.raw.detach().float().cpu().flatten(1).numpy() if maps in ("raw", "both") else None
         full = (
@@ -629,6 +631,7 @@ def _explain_batch(
                 "recipe": recipe.name,
                 "score": scores[i],
                 "empty": empty[i],
+                "degenerate": degenerate[i],
                 "grid_h": gh,
                 "grid_w": gw,
                 "region": region_kind,
@@ -705,7 +708,12 @@ def _prepare_out(
                 f"{manifest} is not a records manifest (expected a JSON object with 'schema' and "
                 "'key'); delete the folder or use another one"
             )
-        if old.get("key") != key:
+        if old.get("schema") != RECORDS_SCHEMA and not overwrite:
+            return (
+                f"{out} holds records of schema {old.get('schema')!r} (an older embedcam), not "
+                f"{RECORDS_SCHEMA!r}; use another folder, or pass overwrite=True to replace them"
+            )
+        if old.get("key") != key or old.get("schema") != RECORDS_SCHEMA:
             if not overwrite:
                 changed = sorted(
                     k

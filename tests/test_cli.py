@@ -293,6 +293,14 @@ def test_explain_reference_writes_maps_scores_and_table(
     assert abs(float(rows[0]["score"]) - 1.0) < 1e-5  # the reference against itself
     assert all(-1.0 <= float(r["score"]) <= 1.0 for r in rows)
     assert {r["empty"] for r in rows} <= {"True", "False"}
+    # the reference image against itself is a degenerate explanation (saturated cosine): flagged,
+    # empty, and said so in the table
+    # (this tiny random model maps the random images within 1e-5 of each other: some others
+    # are saturated cosines too; a score clearly below 1 never is)
+    assert rows[0]["degenerate"] == "True" and rows[0]["empty"] == "True"
+    assert all(r["empty"] == "True" for r in rows if r["degenerate"] == "True")
+    assert all(r["degenerate"] == "False" for r in rows if float(r["score"]) < 0.99999)
+    assert "degenerate" in captured.out
     assert "reference" in captured.out and "1.0000" in captured.out and "scores.csv" in captured.out
 
     # the darkened image keeps the image where the map is positive and darkens the rest

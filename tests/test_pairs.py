@@ -15,6 +15,10 @@ from embedcam.pairs import _InBatchPairTarget
 
 BACKENDS = ["native", "grad-cam", "captum"]
 
+# Random networks on random images embed everything close together: rank_list rightly warns that
+# such a gallery looks collapsed (tested on its own below).
+pytestmark = pytest.mark.filterwarnings("ignore:the gallery embeddings look collapsed")
+
 
 def _pool_model(head: nn.Module | None = None) -> nn.Sequential:
     """Layer "0" sees the input itself: the "image" is the (K, h, w) feature map."""
@@ -367,8 +371,19 @@ def test_rank_list_warns_on_foreign_gallery_embeddings() -> None:
     with torch.no_grad():
         own = _cnn()(images)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.filterwarnings("error", message="gallery_embeddings disagree")
         ec.rank_list(cam, images[0], images, k=2, gallery_embeddings=own)
+
+
+def test_rank_list_warns_on_a_collapsed_gallery() -> None:
+    images, _ = _gallery()
+    cam = ec.EmbeddingCAM(_cnn(), "2")
+    torch.manual_seed(11)
+    collapsed = torch.ones(12, 6) + 1e-3 * torch.randn(12, 6)
+    with pytest.warns(UserWarning, match="look collapsed"):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="gallery_embeddings disagree")
+            ec.rank_list(cam, images[0], images, k=2, gallery_embeddings=collapsed)
 
 
 def test_rank_list_figure(tmp_path: object) -> None:

@@ -109,6 +109,7 @@ def test_records_equal_single_batch_api(setup, tmp_path):
         )
         assert torch.equal(recs.column("verdict", recipe), verdict)
         assert torch.equal(recs.column("empty", recipe), res.empty)
+        assert torch.equal(recs.column("degenerate", recipe), res.degenerate)
         assert torch.isnan(recs.column("pixel_auc", recipe)).all()  # auc=False
     manifest = json.loads((tmp_path / "r" / "_manifest.json").read_text())
     assert manifest["complete"] and manifest["images"] == 20
@@ -153,6 +154,40 @@ def test_reference_recipe(setup):
     torch.testing.assert_close(recs.column("score", recipe), expected, rtol=0, atol=1e-6)
     with pytest.raises(EmbedcamValueError, match="reference"):
         ec.explain_dataset(net, [(ds.images[:4], ds.labels[:4])], None, recipe, progress=False)
+
+
+def test_self_matches_are_degenerate_in_the_records(setup):
+    net, ds, _, _ = setup
+    recipe = ec.Recipe(layer="3", target="reference")
+    images = ds.images[:4]
+    with torch.no_grad():
+        refs = net(images)
+    refs[2:] = torch.randn(2, refs.shape[1])  # images 0, 1 against themselves; 2, 3 not
+    recs = ec.explain_dataset(
+        net,
+        [{"image": images, "label": ds.labels[:4], "reference": refs}],
+        None,
+        recipe,
+        progress=False,
+    )
+    assert recs.column("degenerate", recipe).tolist() == [True, True, False, False]
+    assert recs.column("empty", recipe)[:2].all()
+
+
+def test_refuses_records_of_an_older_schema(setup, tmp_path):
+    net, _, loader, cents = setup
+    out = tmp_path / "r"
+    ec.explain_dataset(net, loader, cents, RECIPES[0], out=out, progress=False)
+    manifest = json.loads((out / "_manifest.json").read_text())
+    manifest["schema"] = "embedcam.records/1"
+    (out / "_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigurationError, match="schema 'embedcam.records/1'.*overwrite=True"):
+        ec.explain_dataset(net, loader, cents, RECIPES[0], out=out, progress=False)
+    recs = ec.explain_dataset(
+        net, loader, cents, RECIPES[0], out=out, overwrite=True, progress=False
+    )
+    assert "degenerate" in recs.to_pandas().columns
+    assert json.loads((out / "_manifest.json").read_text())["schema"] == ec.pipeline.RECORDS_SCHEMA
 
 
 def test_model_state_is_left_alone(setup):

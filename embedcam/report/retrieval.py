@@ -103,10 +103,10 @@ def rank_list_figure(
         >>> import tempfile, torch, embedcam as ec
         >>> from pathlib import Path
         >>> from embedcam.report import rank_list_figure
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
-        ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-        >>> gallery = torch.rand(5, 3, 16, 16)
-        >>> rl = ec.rank_list(ec.EmbeddingCAM(net, "1"), gallery[0], gallery, k=3,
+        >>> _ = torch.manual_seed(0)
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.Flatten())
+        >>> gallery = torch.rand(5, 3, 16, 16)   # images in [0, 1]: nothing to undo
+        >>> rl = ec.rank_list(ec.EmbeddingCAM(net, "0"), gallery[0], gallery, k=3,
         ...                   query_label=0, gallery_labels=[0, 1, 0, 1, 2], exclude=0)
         >>> with tempfile.TemporaryDirectory() as d:
         ...     rank_list_figure(rl, Path(d) / "ranks.png", dpi=30).name
