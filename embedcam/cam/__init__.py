@@ -20,6 +20,10 @@ register_method("positive-hirescam", positive_hirescam)
 res = ec.EmbeddingCAM(model, "layer4", method="positive-hirescam")(images, target)
 ```
 
+* [`token_reshape`][embedcam.cam.reshape.token_reshape] and
+  [`channels_last_reshape`][embedcam.cam.reshape.channels_last_reshape] turn ViT tokens and
+  channels-last outputs into the ``(B, K, h, w)`` maps CAMs need (``reshape_transform=``).
+
 ``FORMULAS`` (native name -> formula) and ``BACKENDS`` (backend -> methods) remain importable as
 live views of the registry; assigning ``FORMULAS[name] = fn`` still registers a method but is
 deprecated in favour of ``register_method``.
@@ -34,6 +38,7 @@ from embedcam.cam.registry import (
     register_method,
     unregister_method,
 )
+from embedcam.cam.reshape import channels_last_reshape, token_reshape
 from embedcam.cam.result import CamResult, finish_maps, normalize_maps, upsample
 
 __all__ = [
@@ -48,4 +53,6 @@ __all__ = [
     "upsample",
     "normalize_maps",
     "finish_maps",
+    "token_reshape",
+    "channels_last_reshape",
 ]
