@@ -78,3 +78,23 @@ def test_target_layer_page(in_tmp, capsys):
         row = f"| `{layer}` | {grid[0]} x {grid[1]} | {ceiling:.3f} | {energy:.3f} |"
         assert row in text, row
     assert "chance: 0.0625" in capsys.readouterr().out
+
+
+def test_retrieval_page(in_tmp, capsys):
+    ns = run_page("retrieval.md")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "torch.Size([4, 64, 64]) torch.Size([4, 64, 64]) torch.Size([4])"
+    assert out[1] == "4 True"
+    ranks = ns["ranks"]
+    assert out[2] == f"{ranks.indices.tolist()} {ranks.correct.tolist()}"
+    assert 0 not in ranks.indices.tolist()  # exclude=0
+    assert out[3] == "(4, 4, 4) True"  # 2 x 2 grids at 64 px, linear fc
+    assert out[4] == "(64, 64)"
+    assert out[5] == "tensor([True]) tensor([True])"
+    assert out[6] == "1.0 False"  # a self-match: cosine 1, the decomposition is not empty
+    assert out[7] == "True"  # the same rank list inside inference mode
+    assert out[8] == "torch.Size([2, 4, 4])"
+    assert (in_tmp / "ranks.png").is_file()
+    text = (ROOT / "docs" / "retrieval.md").read_text()
+    for img in ("img/retrieval_rank_list.png", "img/retrieval_point_to_point.png"):
+        assert img in text and (ROOT / "docs" / img).is_file()
