@@ -226,8 +226,8 @@ def explain_pair(
     CAM of ``cos(e(g_b), e(q_b))`` with the query embedding fixed: exactly what two separate
     calls ``cam(queries, ReferenceTarget(e(gallery)))`` and
     ``cam(gallery, ReferenceTarget(e(queries)))`` give, at the cost of about two CAM calls of
-    ``B`` images (measured: 2.0-2.1x one single-sided call, against 3.9-4.0x for the two calls
-    with the partners embedded first; ``benchmarks/pair_speed.py``):
+    ``B`` images (measured on a 2-core CPU: 1.95-2.03x one single-sided call, against 3.9-4.0x
+    for the two calls with the partners embedded first; ``benchmarks/pair_speed.py``):
 
     * ``native`` and ``captum`` backends, images of one size: a chunk of pairs goes through the
       model as one batch ``[queries; gallery]``, each image's score uses its partner's
