@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
         scoring,
         stats,
         targets,
+        trust,
     )
     from embedcam.audit import AuditResult, Comparison, audit, compare
     from embedcam.boxes import boxes_to_masks
@@ -101,6 +102,8 @@ __all__ = [
     # datasets and interventions
     "datasets",
     "interventions",
+    # can a map be trusted?
+    "trust",
     # report
     "report",
     "atomic",
@@ -131,6 +134,7 @@ _SUBMODULES = frozenset(
         "interventions",
         "report",
         "atomic",
+        "trust",
     }
 )
 # public name -> the module that defines it
