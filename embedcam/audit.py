@@ -162,8 +162,13 @@ class RecipeSummary(BaseModel):
         energy_in_box: Mean energy in box (NaN-free images).
         chance: Mean box area fraction: the energy a map that ignores the object gets.
         ceiling: Mean energy a box-shaped map reaches on the CAM grid.
+        gaussian: Mean energy in box of a centred Gaussian map (it ignores the image; Choe et
+            al., CVPR 2020): a recipe below it localises worse than "the middle of the photo".
         pointing_game: Mean strict pointing hit.
+        gaussian_pointing: Pointing hit rate of the centred Gaussian (is the centre on the object).
         region_iou: Mean IoU of the thresholded map with the region.
+        gaussian_iou: Mean region IoU of the centred Gaussian.
+        ceiling_iou: Mean region IoU of the box drawn on the CAM grid.
         positive_share: Mean share of the ``s > 0`` region on the object (the paper's reading).
         judged: Features judged correct, over all query images.
         judged_when_right: ... over the correctly classified images.
@@ -179,8 +184,12 @@ class RecipeSummary(BaseModel):
     energy_in_box: float | None = None
     chance: float | None = None
     ceiling: float | None = None
+    gaussian: float | None = None
     pointing_game: float | None = None
+    gaussian_pointing: float | None = None
     region_iou: float | None = None
+    gaussian_iou: float | None = None
+    ceiling_iou: float | None = None
     positive_share: float | None = None
     judged: Rate | None = None
     judged_when_right: Rate | None = None
@@ -331,6 +340,7 @@ class AuditResult(BaseModel):
             "empty",
             "energy in box",
             "chance",
+            "gaussian",
             "ceiling",
             "features correct [Wilson 95%]",
             "class + features",
@@ -343,6 +353,7 @@ class AuditResult(BaseModel):
                 f"{100 * r.empty_rate:.1f}%",
                 _num(r.energy_in_box),
                 _num(r.chance),
+                _num(r.gaussian),
                 _num(r.ceiling),
                 str(r.judged) if r.judged else "-",
                 str(r.class_and_features) if r.class_and_features else "-",
@@ -552,8 +563,12 @@ def _summaries(
                     "energy_in_box": _mean(col("energy_in_box")),
                     "chance": _mean(col("area_fraction")),
                     "ceiling": _mean(col("ceiling")),
+                    "gaussian": _mean(col("gaussian_energy_in_box")),
                     "pointing_game": _mean(col("pointing_game")),
+                    "gaussian_pointing": _mean(col("gaussian_pointing_game")),
                     "region_iou": _mean(col("region_iou")),
+                    "gaussian_iou": _mean(col("gaussian_region_iou")),
+                    "ceiling_iou": _mean(col("ceiling_region_iou")),
                     "positive_share": _mean(col("positive_share")),
                     "judged": Rate.of(v),
                     "judged_when_right": Rate.of(v[correct]),

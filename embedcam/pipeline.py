@@ -49,7 +49,7 @@ from embedcam.recipe import Recipe
 from embedcam.scoring import (
     TORCHRAY_TOLERANCE,
     Criterion,
-    box_map_ceiling,
+    baseline_scores,
     judge_features,
     score_maps,
 )
@@ -59,7 +59,14 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas
     import pyarrow
 
-__all__ = ["Judge", "DatasetRecords", "explain_dataset", "SCORE_COLUMNS", "RECORDS_SCHEMA"]
+__all__ = [
+    "Judge",
+    "DatasetRecords",
+    "explain_dataset",
+    "SCORE_COLUMNS",
+    "BASELINE_COLUMNS",
+    "RECORDS_SCHEMA",
+]
 
 #: Version tag of the records folder layout (``_manifest.json``).
 RECORDS_SCHEMA = "embedcam.records/2"
@@ -81,6 +88,16 @@ SCORE_COLUMNS = (
     "wsol_box_iou",
     "positive_share",
     "ceiling",
+)
+
+#: Baselines stored beside the scores (see `embedcam.scoring.baseline_scores`): the centred
+#: Gaussian's energy in box, pointing hit and region IoU, and the region IoU of the box drawn on
+#: the CAM grid (``ceiling`` above is its energy in box; ``area_fraction`` is the box-area chance).
+BASELINE_COLUMNS = (
+    "gaussian_energy_in_box",
+    "gaussian_pointing_game",
+    "gaussian_region_iou",
+    "ceiling_region_iou",
 )
 
 MapsOption = Literal["none", "raw", "full", "both"]
@@ -291,6 +308,7 @@ def _schema(maps: MapsOption) -> pyarrow.Schema:
         ("region", pa.string()),
         ("no_evidence", pa.bool_()),
         *[(c, pa.float32()) for c in SCORE_COLUMNS],
+        *[(c, pa.float32()) for c in BASELINE_COLUMNS],
         ("verdict", pa.bool_()),
     ]
     if maps in ("raw", "both"):
@@ -610,7 +628,10 @@ def _explain_batch(
             sc = score_maps(shown, reg, negatives=recipe.negatives, auc=auc)
             for c in SCORE_COLUMNS[:-1]:
                 cols[c] = _finite(getattr(sc, c))
-            cols["ceiling"] = _finite(box_map_ceiling(reg, grid=tuple(res.raw.shape[-2:])))
+            base = baseline_scores(reg, grid=(int(res.raw.shape[-2]), int(res.raw.shape[-1])))
+            cols["ceiling"] = _finite(base.ceiling)
+            for c in BASELINE_COLUMNS:
+                cols[c] = _finite(getattr(base, c))
             cols["no_evidence"] = sc.no_evidence.cpu().tolist()
             cols["verdict"] = judge(shown, reg, recipe.negatives).cpu().tolist()
         scores = _finite(res.scores)

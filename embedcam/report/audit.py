@@ -81,8 +81,10 @@ def audit_report(result: AuditResult, folder: str | Path | None = None) -> Repor
     rep.add_heading("Explanations")
     rep.add_paragraph(
         "Energy in box is the share of the map's mass on the object; **chance** is what a map "
-        "that ignores the object gets (the box's area fraction) and **ceiling** what a perfect "
-        "box-shaped map reaches at the CAM grid's resolution. Features correct: the judge "
+        "that ignores the object gets (the box's area fraction), **gaussian** what a centred "
+        "Gaussian that ignores the image gets (Choe et al., CVPR 2020), and **ceiling** what a "
+        "perfect box-shaped map reaches at the CAM grid's resolution; pointing and IoU have "
+        "their Gaussian baselines beside them. Features correct: the judge "
         f"({_judge_text(result)}), with Wilson 95% intervals."
     )
     rows = []
@@ -95,8 +97,13 @@ def audit_report(result: AuditResult, folder: str | Path | None = None) -> Repor
                 r.region or "-",
                 _num(r.energy_in_box),
                 _num(r.chance),
+                _num(r.gaussian),
                 _num(r.ceiling),
                 _num(r.pointing_game),
+                _num(r.gaussian_pointing),
+                _num(r.region_iou),
+                _num(r.gaussian_iou),
+                _num(r.ceiling_iou),
                 str(r.judged) if r.judged else "-",
                 str(r.judged_when_wrong) if r.judged_when_wrong else "-",
             ]
@@ -109,8 +116,13 @@ def audit_report(result: AuditResult, folder: str | Path | None = None) -> Repor
             "region",
             "energy in box",
             "chance",
+            "gaussian",
             "ceiling",
             "pointing",
+            "gaussian pointing",
+            "IoU",
+            "gaussian IoU",
+            "ceiling IoU",
             "features correct",
             "... on errors",
         ],

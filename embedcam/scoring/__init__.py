@@ -48,6 +48,12 @@ Quantus 0.6 counts an empty mask or an all-zero map as a pointing hit; embedcam 
 
 from __future__ import annotations
 
+from embedcam.scoring.baselines import (
+    GAUSSIAN_SIGMA,
+    Baselines,
+    baseline_scores,
+    centred_gaussian_maps,
+)
 from embedcam.scoring.judge import CRITERIA, Criterion, judge_features
 from embedcam.scoring.records import MapScores, score_maps
 from embedcam.scoring.scores import (
@@ -85,6 +91,10 @@ __all__ = [
     "positive_evidence_share",
     "no_evidence",
     "box_map_ceiling",
+    "baseline_scores",
+    "Baselines",
+    "centred_gaussian_maps",
+    "GAUSSIAN_SIGMA",
     "score_maps",
     "judge_features",
     "CRITERIA",

@@ -490,6 +490,17 @@ def positive_evidence_share(maps: torch.Tensor, regions: torch.Tensor) -> torch.
     return k.positive_share(maps, regions)
 
 
+def box_map_on_grid(regions: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The region drawn on a CAM grid and upsampled like a CAM (validated regions and grid).
+
+    Each grid cell holds the share of its pixels in the region (``adaptive_avg_pool2d``); the
+    grid is upsampled bilinearly (``align_corners=False``) to the regions' size.
+    """
+    h_img, w_img = regions.shape[-2:]
+    cov = F.adaptive_avg_pool2d(regions.to(torch.float32)[:, None], grid)
+    return F.interpolate(cov, size=(h_img, w_img), mode="bilinear", align_corners=False)[:, 0]
+
+
 def box_map_ceiling(
     regions: torch.Tensor,
     grid: tuple[int, int],
@@ -544,9 +555,7 @@ def box_map_ceiling(
         )
     x = regions.to(torch.float32)
     if kind == "coverage":
-        cov = F.adaptive_avg_pool2d(x[:, None], (gh, gw))
-        up = F.interpolate(cov, size=(h_img, w_img), mode="bilinear", align_corners=False)[:, 0]
-        return energy_in_box(up, regions)
+        return energy_in_box(box_map_on_grid(regions, (gh, gw)), regions)
     if kind == "best_cell":
         eye = torch.eye(gh * gw, dtype=torch.float32, device=regions.device).view(-1, 1, gh, gw)
         kernels = F.interpolate(eye, size=(h_img, w_img), mode="bilinear", align_corners=False)
