@@ -629,6 +629,7 @@ def _explain_batch(
             for c in SCORE_COLUMNS[:-1]:
                 cols[c] = _finite(getattr(sc, c))
             base = baseline_scores(reg, grid=(int(res.raw.shape[-2]), int(res.raw.shape[-1])))
+            assert base.ceiling is not None  # a grid was given
             cols["ceiling"] = _finite(base.ceiling)
             for c in BASELINE_COLUMNS:
                 cols[c] = _finite(getattr(base, c))
