@@ -63,7 +63,7 @@ if TYPE_CHECKING:  # the lazy names below, for linters and type checkers
     from skubench import analysis, report
     from skubench.config import build_config
     from skubench.data import load_data
-    from skubench.evaluate import audit_model, figure_maps
+    from skubench.evaluate import audit_model, figure_maps, trust_checks
     from skubench.io import atomic_outputs, atomic_write_json
     from skubench.models import train_all
 
@@ -84,6 +84,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "load_data": ("skubench.data", "load_data"),
     "audit_model": ("skubench.evaluate", "audit_model"),
     "figure_maps": ("skubench.evaluate", "figure_maps"),
+    "trust_checks": ("skubench.evaluate", "trust_checks"),
     "atomic_outputs": ("skubench.io", "atomic_outputs"),
     "atomic_write_json": ("skubench.io", "atomic_write_json"),
     "train_all": ("skubench.models", "train_all"),
@@ -272,6 +273,7 @@ def _train_audit_report(
         audits, times = audit_all(trained, data, cfg, out, console)
         audit_times.update(times)
         res = analysis.seed_result(audits, data, cfg, seed)
+        res["trust"] = trust_checks(trained, data, cfg)
         seeds.append(res)
         if seed == cfg.seeds[0]:
             plan = report.figure_plan(res, data, cfg)

@@ -98,3 +98,20 @@ def test_retrieval_page(in_tmp, capsys):
     text = (ROOT / "docs" / "retrieval.md").read_text()
     for img in ("img/retrieval_rank_list.png", "img/retrieval_point_to_point.png"):
         assert img in text and (ROOT / "docs" / img).is_file()
+
+
+def test_trust_page(in_tmp, capsys):
+    ns = run_page("trust.md")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "['fc', 'layer4.1.bn2', 'layer4.1.conv2']"
+    assert out[1] == "(41, 8)"
+    rand, spec = ns["rand"], ns["spec"]
+    assert out[2] == f"{int(rand.unchanged.sum())} of 8 maps survive the randomisation"
+    assert out[3] == str(spec.other_labels.tolist())
+    assert all(o != lab for o, lab in zip(spec.other_labels.tolist(), ns["labels"].tolist()))
+    assert out[5] == "torch.Size([8, 11])"
+    base = ns["base"]
+    assert out[7].startswith("energy in box") and f"chance {base.chance.mean():.3f}" in out[7]
+    # the page's table is the SKU benchmark's trust section: 4 models x 4 recipes
+    text = (ROOT / "docs" / "trust.md").read_text()
+    assert text.count("| triplet |") == 4 and text.count("| control |") == 4

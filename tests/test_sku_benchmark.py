@@ -142,6 +142,27 @@ def test_beyond_the_paper_sections(smoke):
     best = max(c["kappa"] for c in cal["candidates"] if c["kappa"] is not None)
     assert cal["chosen"]["kappa"] == best
     assert set(seed["shortcut_check"]) >= {"took_hold", "control_clean", "shift_drop"}
+    # the trust section: every model x recipe, shares in [0, 1], correlations in [-1, 1]
+    trust = seed["trust"]
+    assert trust["images"] == 8 and trust["steps"] == 4
+    assert set(trust["models"]) == set(seed["models"])
+    n_recipes = len(res["config"]["recipes"]) * len(res["config"]["methods"])
+    names = {frozenset(recs) for recs in trust["models"].values()}
+    assert len(names) == 1 and len(next(iter(names))) == n_recipes
+    for recs in trust["models"].values():
+        for r in recs.values():
+            for key in ("specific", "unchanged", "beats_random", "empty"):
+                assert 0.0 <= r[key] <= 1.0
+            for key in ("specificity_rho", "randomization_rho"):
+                assert r[key] is None or -1.0 <= r[key] <= 1.0
+            for key in ("deletion_auc", "insertion_auc", "random_deletion_auc"):
+                assert -2.0 <= r[key] <= 2.0  # AUCs of a cosine (or a difference of two)
+    base, proc, _ = smoke
+    assert (
+        "Trust: specificity, randomisation, faithfulness"
+        in (base / "out" / "report.md").read_text()
+    )
+    assert "Can the maps be trusted?" in proc.stdout
 
 
 @pytest.mark.slow

@@ -148,6 +148,9 @@ class SkuConfig(BaseModel):
         figures: Number of hard images in the paper-style figure.
         bootstrap: Bootstrap resamples for effect-size intervals.
         cam_batch: Images per batch of the audits' loaders (embedding and CAM).
+        trust_images: Test images (the first ones) the trust checks run on per model and
+            recipe: class specificity, cascading randomisation, deletion/insertion; 0 = off.
+        trust_steps: Steps of the deletion and insertion curves.
         device: ``"cpu"`` or ``"cuda"``.
     """
 
@@ -174,6 +177,8 @@ class SkuConfig(BaseModel):
     figures: int = Field(6, ge=0)
     bootstrap: int = Field(10_000, ge=100)
     cam_batch: int = Field(128, ge=1)
+    trust_images: int = Field(64, ge=0)
+    trust_steps: int = Field(10, ge=1)
     device: str = "cpu"
 
     def judge(self) -> ec.Judge:
@@ -227,6 +232,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "bootstrap": 200,
         "figures": 3,
+        "trust_images": 8,
+        "trust_steps": 4,
     },
     # The main job: 64 px, width 0.25, 10 classes, 500 test images, under 10 minutes on 2 cores.
     # At least 20 epochs: the control learns the subtle glyph suddenly after a plateau of 5-10.

@@ -240,3 +240,70 @@ def figure_maps(
         )
         out[t.name] = {r.name: recs.maps(r) for r in rec}
     return FigureMaps(positions=positions, maps=out)
+
+
+def trust_checks(trained: list[Trained], data: Data, cfg: SkuConfig) -> dict[str, Any]:
+    """Can the maps be trusted? The checks of `embedcam.trust` per model and recipe.
+
+    On the first ``cfg.trust_images`` test images: class specificity (own vs nearest-impostor
+    centroid maps, at the recipe's layer and method), cascading parameter randomisation (on a
+    deep copy) and deletion/insertion of the recipe's score (blur imputation, with the random
+    order as baseline). Returns ``{"images": n, "models": {model: {recipe: {...}}}}``, or ``{}``
+    when switched off.
+    """
+    from embedcam import trust
+
+    test = data.splits["test"]
+    n = min(cfg.trust_images, len(test))
+    if n == 0:
+        return {}
+    images, labels = test.images[:n], test.labels[:n]
+    out: dict[str, Any] = {}
+    for t in trained:
+        model = t.result.model.eval()
+        cents = ec.ClassCentroids.fit(
+            model,
+            gallery_split(data, t.name).loader(GALLERY_BATCH),
+            num_classes=len(data.classes),
+            progress=False,
+            allow_empty=True,
+        )
+        rows: dict[str, Any] = {}
+        for recipe in recipes(model, cfg):
+            cam = recipe.cam(model)
+            target = recipe.make_target(cents.centroids, labels)
+            res = cam(images, target)
+            shown = res.signed_maps() if recipe.signed else res.maps
+            spec = trust.class_specificity(cam, images, cents.centroids, labels)
+            rand = trust.randomization_check(cam, images, target, seed=cfg.data.seed)
+            faith = trust.deletion_insertion(
+                model, images, shown, target, steps=cfg.trust_steps, seed=cfg.data.seed
+            )
+            assert faith.random_deletion_auc is not None
+            assert faith.random_insertion_auc is not None
+            rows[recipe.name] = {
+                "specificity_rho": _nanmean(spec.rank_correlation),
+                "specific": float(spec.specific.float().mean()),
+                "randomization_rho": _nanmean(rand.rank_correlation[-1].abs()),
+                "unchanged": float(rand.unchanged.float().mean()),
+                "deletion_auc": _nanmean(faith.deletion_auc),
+                "random_deletion_auc": _nanmean(faith.random_deletion_auc),
+                "insertion_auc": _nanmean(faith.insertion_auc),
+                "random_insertion_auc": _nanmean(faith.random_insertion_auc),
+                "beats_random": float(
+                    (
+                        (faith.deletion_auc < faith.random_deletion_auc)
+                        & (faith.insertion_auc > faith.random_insertion_auc)
+                    )
+                    .float()
+                    .mean()
+                ),
+                "empty": float(res.empty.float().mean()),
+            }
+        out[t.name] = rows
+    return {"images": n, "steps": cfg.trust_steps, "models": out}
+
+
+def _nanmean(x: Tensor) -> float | None:
+    v = float(x.float().nanmean())
+    return None if v != v else v

@@ -323,6 +323,50 @@ def separation_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str
     return headers, rows
 
 
+def trust_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the trust checks (one row per model and recipe)."""
+    headers = [
+        "model",
+        "recipe",
+        "own vs impostor rho",
+        "class-specific",
+        "|rho| after randomisation",
+        "unchanged",
+        "deletion AUC (random)",
+        "insertion AUC (random)",
+        "beats random",
+    ]
+    rows = []
+    for model, recs in seed_res.get("trust", {}).get("models", {}).items():
+        for i, (recipe, r) in enumerate(recs.items()):
+            rows.append(
+                [
+                    model if i == 0 else "",
+                    recipe,
+                    _num(r["specificity_rho"]),
+                    _pct(100 * r["specific"]),
+                    _num(r["randomization_rho"]),
+                    _pct(100 * r["unchanged"]),
+                    f"{_num(r['deletion_auc'])} ({_num(r['random_deletion_auc'])})",
+                    f"{_num(r['insertion_auc'])} ({_num(r['random_insertion_auc'])})",
+                    _pct(100 * r["beats_random"]),
+                ]
+            )
+    return headers, rows
+
+
+TRUST_TEXT = (
+    "Can the maps be trusted? On the first {images} test images: **class-specific** is the share "
+    "whose map for the own centroid differs from the map for the nearest impostor centroid "
+    "(Spearman rho below 0.9); **unchanged** the share whose map still correlates with the "
+    "original (|rho| >= 0.5) after every layer was re-initialised from the head down (Adebayo "
+    "et al., NeurIPS 2018: a map that survives does not depend on what the model learned); "
+    "deletion and insertion AUCs of the explained score with {steps} steps and blur "
+    "imputation, against a random pixel order (lower deletion and higher insertion are more "
+    "faithful); **beats random** the share better on both."
+)
+
+
 def models_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Classification and background reliance per model."""
     headers = [
@@ -598,6 +642,8 @@ def print_report(results: dict[str, Any], console: Console) -> None:
                     *separation_table(s),
                 )
             )
+        if s.get("trust"):
+            console.print(_rich("Can the maps be trusted?", *trust_table(s)))
         if s.get("calibration"):
             cal = s["calibration"]
             console.print(
@@ -1018,6 +1064,10 @@ def _write_reports(
         if s.get("separation"):
             rep.add_heading("Which recipe separates background-reliant models", level=3)
             rep.add_table(*_escaped(separation_table(s)))
+        if s.get("trust"):
+            rep.add_heading("Trust: specificity, randomisation, faithfulness", level=3)
+            rep.add_paragraph(TRUST_TEXT.format(**s["trust"]))
+            rep.add_table(*_escaped(trust_table(s)))
         if s.get("all_images"):
             rep.add_heading("Every test image", level=3)
             rep.add_table(*_escaped(all_images_table(s)))
