@@ -141,6 +141,12 @@ def test_beyond_the_paper_sections(smoke):
     assert {c["criterion"] for c in cal["best_per_criterion"]} == set(ec.scoring.CRITERIA)
     best = max(c["kappa"] for c in cal["candidates"] if c["kappa"] is not None)
     assert cal["chosen"]["kappa"] == best
+    ch = cal["chosen"]
+    if ch["test_kappa"] is not None and ch["test_kappa_low"] is not None:
+        assert ch["test_kappa_low"] <= ch["test_kappa"] + 1e-9
+        assert ch["test_kappa"] <= ch["test_kappa_high"] + 1e-9
+    else:
+        assert "test_kappa_low" in ch
     assert set(seed["shortcut_check"]) >= {"took_hold", "control_clean", "shift_drop"}
     # the trust section: every model x recipe, shares in [0, 1], correlations in [-1, 1]
     trust = seed["trust"]

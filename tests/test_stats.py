@@ -186,3 +186,25 @@ def test_bad_inputs():
         st.holm_correction([0.2, 1.2])
     with pytest.raises(EmbedcamValueError, match="alpha must be in"):
         st.pairwise_mcnemar(np.ones((4, 2)), alpha=0)
+
+
+def test_kappa_bootstrap_interval_matches_a_plain_loop():
+    import numpy as np
+
+    from embedcam.stats import cohen_kappa, kappa_bootstrap_interval
+
+    rng = np.random.default_rng(5)
+    judge = rng.random(60) < 0.5
+    ref = np.where(rng.random(60) < 0.7, judge, ~judge)  # agrees 70% of the time
+    ci = kappa_bootstrap_interval(judge, ref, n_resamples=500, seed=3)
+    # the same draws, one cohen_kappa per resample
+    idx = np.random.default_rng(3).integers(0, 60, size=(500, 60))
+    ks = np.array([cohen_kappa(judge[i], ref[i]).kappa for i in idx])
+    low, high = np.quantile(ks[~np.isnan(ks)], [0.025, 0.975])
+    assert ci.estimate == pytest.approx(cohen_kappa(judge, ref).kappa)
+    assert ci.low == pytest.approx(low) and ci.high == pytest.approx(high)
+    assert ci.low < ci.estimate < ci.high
+    perfect = kappa_bootstrap_interval(judge, judge, n_resamples=200)
+    assert perfect == (1.0, 1.0, 1.0)
+    with pytest.raises(EmbedcamValueError):
+        kappa_bootstrap_interval(judge, ref, n_resamples=10)

@@ -573,12 +573,17 @@ def calibration(audits: list[ModelAudit], data: Data, cfg: SkuConfig) -> dict[st
                     )
     ranked = sorted(cands, key=lambda c: -1e9 if c["kappa"] is None else c["kappa"], reverse=True)
     best = dict(ranked[0])
-    agr = ec.stats.cohen_kappa(
-        judged("test", f"{best['recipe']}/{best['method']}", best["criterion"], best["threshold"]),
-        gt_test,
+    test_verdicts = judged(
+        "test", f"{best['recipe']}/{best['method']}", best["criterion"], best["threshold"]
+    )
+    agr = ec.stats.cohen_kappa(test_verdicts, gt_test)
+    ci = ec.stats.kappa_bootstrap_interval(
+        test_verdicts, gt_test, n_resamples=cfg.bootstrap, seed=cfg.data.seed
     )
     best.update(
         test_kappa=_f(agr.kappa),
+        test_kappa_low=_f(ci.low),
+        test_kappa_high=_f(ci.high),
         test_sensitivity=_f(agr.sensitivity),
         test_specificity=_f(agr.specificity),
     )

@@ -657,7 +657,8 @@ def print_report(results: dict[str, Any], console: Console) -> None:
                 escape(
                     f"chosen judge: {ch['criterion']} >= {ch['threshold']} on {ch['recipe']}/"
                     f"{ch['method']}: kappa {_num(ch['kappa'])} (calibration), "
-                    f"{_num(ch['test_kappa'])} (test)"
+                    f"{_num(ch['test_kappa'])} (test; bootstrap 95% "
+                    f"[{_num(ch.get('test_kappa_low'))}, {_num(ch.get('test_kappa_high'))}])"
                 )
             )
     if len(results["seeds"]) > 1:
@@ -1074,6 +1075,16 @@ def _write_reports(
         if s.get("calibration"):
             rep.add_heading("Judge calibration", level=3)
             rep.add_table(*_escaped(calibration_table(s)))
+            ch = s["calibration"]["chosen"]
+            rep.add_paragraph(
+                _lit(
+                    f"Chosen judge: {ch['criterion']} >= {ch['threshold']} on {ch['recipe']}/"
+                    f"{ch['method']}: kappa {_num(ch['kappa'])} on the calibration split, "
+                    f"{_num(ch['test_kappa'])} on the test split (bootstrap 95% interval "
+                    f"[{_num(ch.get('test_kappa_low'))}, {_num(ch.get('test_kappa_high'))}], "
+                    "resampling (image, model) pairs)."
+                )
+            )
     if len(results["seeds"]) > 1:
         rep.add_heading("Across seeds")
         rep.add_table(*_escaped(summary_table(results)))
