@@ -231,3 +231,31 @@ def test_impostor_choice_by_hand_and_random_classes(cnn):
             labels,
             against="all",  # type: ignore
         )
+
+
+def test_evidence_kept_on_a_model_that_reads_the_left_half():
+    class LeftHalf(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            left = x[..., : x.shape[-1] // 2].mean(dim=(2, 3))
+            return torch.cat([left, torch.full((x.shape[0], 1), 0.5)], dim=1)
+
+    torch.manual_seed(2)
+    # two classes: bright or dark left half (in every channel)
+    bright = torch.rand(4, 3, 6, 6) * 0.2 + 0.8
+    dark = torch.rand(4, 3, 6, 6) * 0.2
+    images = torch.cat([bright, dark])
+    labels = torch.tensor([0] * 4 + [1] * 4)
+    with torch.no_grad():
+        gallery = LeftHalf()(images)
+    left, right = torch.zeros(8, 6, 6), torch.zeros(8, 6, 6)
+    left[..., :3], right[..., 3:] = 1.0, 1.0
+    on_left = trust.evidence_kept(LeftHalf(), images, left, gallery, labels, k=1, factor=0.0)
+    assert on_left.kept.all() and on_left.predicted.tolist() == labels.tolist()
+    torch.testing.assert_close(on_left.similarity_kept, torch.ones(8))
+    # evidence on the right: the left half goes black, every bright image now looks dark
+    on_right = trust.evidence_kept(LeftHalf(), images, right, gallery, labels, k=1, factor=0.0)
+    assert on_right.kept.tolist() == [False] * 4 + [True] * 4
+    assert on_right.predicted_darkened.tolist() == [1] * 8
+    assert "kept=4/8" in repr(on_right)
+    with pytest.raises(ShapeError, match="maps must be"):
+        trust.evidence_kept(LeftHalf(), images, left[:, :3], gallery, labels)
