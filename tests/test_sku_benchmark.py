@@ -138,7 +138,9 @@ def test_beyond_the_paper_sections(smoke):
         for r in s["rows"]:
             assert r["low"] <= r["diff"] <= r["high"]
     cal = seed["calibration"]
-    assert {c["criterion"] for c in cal["best_per_criterion"]} == set(ec.scoring.CRITERIA)
+    crits = {c["criterion"] for c in cal["best_per_criterion"]}
+    reclassify = {"reclassify"} | {f"reclassify+{c}" for c in ec.scoring.CRITERIA}
+    assert crits == set(ec.scoring.CRITERIA) | reclassify
     best = max(c["kappa"] for c in cal["candidates"] if c["kappa"] is not None)
     assert cal["chosen"]["kappa"] == best
     ch = cal["chosen"]
@@ -229,12 +231,19 @@ def test_table1_equals_a_direct_count_from_the_audits(smoke):
         "region_iou": "region_iou",
         "wsol": "wsol_box_iou",
     }
-    kw = {field[chosen["criterion"]]: chosen["threshold"]} if chosen["criterion"] in field else {}
-    judge = ec.Judge(criterion=chosen["criterion"], **kw)
+    # (a "reclassify" judge also needs the prediction to survive darkening outside the
+    # evidence, kept per test image in the results)
+    base = chosen["criterion"].removeprefix("reclassify+")
+    key = f"{chosen['recipe']}/{chosen['method']}"
+    kw = {field[base]: chosen["threshold"]} if base in field else {}
+    judge = ec.Judge(criterion=base, **kw) if base != "reclassify" else None
     for m, a in audits.items():
         df = pd.read_parquet(a.records)
-        df = df[df["recipe"] == f"{chosen['recipe']}/{chosen['method']}"].sort_values("position")
-        verdict = judge.from_scores(df).tolist()
+        df = df[df["recipe"] == key].sort_values("position")
+        verdict = judge.from_scores(df).tolist() if judge is not None else [True] * len(df)
+        if chosen["criterion"].startswith("reclassify"):
+            kept = seed["evidence_kept"][m][key]
+            verdict = [v and k for v, k in zip(verdict, kept)]
         direct = sum(1 for i in hard if ok(m, i) and verdict[i])
         assert rows[m]["hard_correct_calibrated"] == direct
 

@@ -571,11 +571,39 @@ def calibration(audits: list[ModelAudit], data: Data, cfg: SkuConfig) -> dict[st
                             "specificity": _f(agr.specificity),
                         }
                     )
+    # The paper's step 4 made measurable: the prediction survives darkening outside the
+    # evidence ("reclassify"), alone and combined with each map-vs-box criterion ("and").
+    if all(a.evidence for a in audits):
+
+        def kept(split: str, recipe: str) -> np.ndarray:
+            return np.concatenate([a.evidence[split][recipe] for a in audits])
+
+        for spec in cfg.recipes:
+            for method in cfg.methods:
+                name = spec.label(method)
+                combos: list[tuple[str, float | None]] = [("reclassify", None)]
+                combos += [(c, t) for c, ts in THRESHOLDS.items() for t in ts]
+                for criterion, thr in combos:
+                    verdict = kept("calibration", name)
+                    label = "reclassify"
+                    if thr is not None:
+                        verdict = verdict & judged("calibration", name, criterion, thr)
+                        label = f"reclassify+{criterion}"
+                    agr = ec.stats.cohen_kappa(verdict, gt_valid)
+                    cands.append(
+                        {
+                            "recipe": spec.name,
+                            "method": method,
+                            "criterion": label,
+                            "threshold": thr if thr is not None else 1.0,
+                            "kappa": _f(agr.kappa),
+                            "sensitivity": _f(agr.sensitivity),
+                            "specificity": _f(agr.specificity),
+                        }
+                    )
     ranked = sorted(cands, key=lambda c: -1e9 if c["kappa"] is None else c["kappa"], reverse=True)
     best = dict(ranked[0])
-    test_verdicts = judged(
-        "test", f"{best['recipe']}/{best['method']}", best["criterion"], best["threshold"]
-    )
+    test_verdicts = np.concatenate([verdicts_of(a, best) for a in audits])
     agr = ec.stats.cohen_kappa(test_verdicts, gt_test)
     ci = ec.stats.kappa_bootstrap_interval(
         test_verdicts, gt_test, n_resamples=cfg.bootstrap, seed=cfg.data.seed
@@ -602,12 +630,27 @@ def calibration(audits: list[ModelAudit], data: Data, cfg: SkuConfig) -> dict[st
         "truth_rate_valid": float(gt_valid.mean()),
         "truth_rate_test": float(gt_test.mean()),
         "best_per_criterion": [
-            next(c for c in ranked if c["criterion"] == crit) for crit in THRESHOLDS
+            next(c for c in ranked if c["criterion"] == crit)
+            for crit in dict.fromkeys(c["criterion"] for c in cands)
         ],
         "paper_default": default,
         "chosen": best,
         "candidates": cands,
     }
+
+
+def verdicts_of(a: ModelAudit, chosen: dict[str, Any], split: str = "test") -> np.ndarray:
+    """One model's per-image verdicts (dataset order) under a calibration candidate."""
+    key = f"{chosen['recipe']}/{chosen['method']}"
+    criterion = chosen["criterion"]
+    if criterion.startswith("reclassify"):
+        out = a.evidence[split][key]
+        if criterion == "reclassify":
+            return out
+        base = judge_of(criterion.removeprefix("reclassify+"), chosen["threshold"])
+        return out & base.from_scores(recipe_records(a.records(split), key)).numpy()
+    judge = judge_of(criterion, chosen["threshold"])
+    return judge.from_scores(recipe_records(a.records(split), key)).numpy()
 
 
 def add_calibrated_column(
@@ -616,10 +659,7 @@ def add_calibrated_column(
     """Table 1's last column again, judged by the judge chosen on the calibration split."""
     t1["calibrated_judge"] = {k: chosen[k] for k in ("recipe", "method", "criterion", "threshold")}
     key = f"{chosen['recipe']}/{chosen['method']}"
-    judge = judge_of(chosen["criterion"], chosen["threshold"])
-    verdicts = {
-        a.name: judge.from_scores(recipe_records(a.records(), key)).tolist() for a in audits
-    }
+    verdicts = {a.name: [bool(v) for v in verdicts_of(a, chosen)] for a in audits}
     comp = compare_losses(audits, cfg, key, verdicts)
     hard = comp.hard_images if comp is not None else hard_images(audits, cfg.losses)
     by_name = {r.name: r.hard_correct for r in comp.rows} if comp is not None else {}
@@ -672,6 +712,12 @@ def seed_result(audits: list[ModelAudit], data: Data, cfg: SkuConfig, seed: int)
         res["all_images"] = all_images(audits)
         res["recipe_effects"] = recipe_effects(audits, cfg, seed)
         res["calibration"] = calibration(audits, data, cfg)
+        if all(a.evidence for a in audits):
+            # per test image: the kNN prediction survives darkening outside the evidence
+            res["evidence_kept"] = {
+                a.name: {r: [bool(v) for v in kept] for r, kept in a.evidence["test"].items()}
+                for a in audits
+            }
         if res["calibration"] is not None:
             add_calibrated_column(res["table1"], audits, cfg, res["calibration"]["chosen"])
     res["skipped"] = skipped_steps(audits, data, cfg, res)

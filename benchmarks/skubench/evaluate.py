@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -63,6 +64,9 @@ class ModelAudit:
         stop_reason: ``"plateau"``, ``"max_epochs"`` or ``"epochs"``.
         final_loss: Loss of the kept epoch.
         active_fraction: Share of active triplets in the kept epoch.
+        evidence: Split (``"test"``, ``"calibration"``) -> recipe -> per image (dataset order):
+            the kNN prediction survives darkening outside the recipe's evidence
+            (`embedcam.trust.evidence_kept`); filled where the judge is calibrated.
         converged: Validation kNN accuracy reached ``train.converged_accuracy`` (what the
             synthetic control must reach for the shortcut check; reported for every model on
             synthetic data), ``None`` on the user's data: real models stop on their own
@@ -82,6 +86,7 @@ class ModelAudit:
     final_loss: float
     active_fraction: float
     converged: bool | None
+    evidence: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     _records: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def records(self, split: str = "test") -> pd.DataFrame:
@@ -167,6 +172,12 @@ def audit_model(trained: Trained, data: Data, cfg: SkuConfig, out: Path) -> Mode
             figure=False,  # never shown
             **common,
         )
+    evidence: dict[str, dict[str, np.ndarray]] = {}
+    if calibrate and valid is not None:
+        evidence = {
+            "test": evidence_per_recipe(model, rec, gallery, test_split, cfg, len(data.classes)),
+            "calibration": evidence_per_recipe(model, rec, gallery, valid, cfg, len(data.classes)),
+        }
     result = trained.result
     hist = result.history
     c = test.classification
@@ -185,12 +196,52 @@ def audit_model(trained: Trained, data: Data, cfg: SkuConfig, out: Path) -> Mode
         stop_reason=result.stop_reason,
         final_loss=float(best.loss) if best is not None else float("nan"),
         active_fraction=float(best.active_fraction) if best is not None else float("nan"),
+        evidence=evidence,
         converged=(
             valid_acc is not None and valid_acc >= cfg.train.converged_accuracy
             if data.synthetic
             else None
         ),
     )
+
+
+def evidence_per_recipe(
+    model: torch.nn.Module,
+    rec: list[ec.Recipe],
+    gallery: Any,
+    split: Split,
+    cfg: SkuConfig,
+    num_classes: int,
+) -> dict[str, np.ndarray]:
+    """Per recipe and image: does the kNN prediction survive darkening outside the evidence?"""
+    from embedcam import trust
+
+    emb = ec.embed_loader(model, gallery)
+    cents = ec.ClassCentroids.fit(
+        model, gallery, num_classes=num_classes, progress=False, allow_empty=True
+    )
+    out: dict[str, np.ndarray] = {}
+    for recipe in rec:
+        cam = recipe.cam(model)
+        kept = []
+        for s in range(0, len(split), cfg.cam_batch):
+            images = split.images[s : s + cfg.cam_batch]
+            labels = split.labels[s : s + cfg.cam_batch]
+            res = cam(images, recipe.make_target(cents.centroids, labels))
+            maps = res.signed_maps().clamp_min(0) if recipe.signed else res.maps
+            check = trust.evidence_kept(
+                model,
+                images,
+                maps,
+                emb.embeddings,
+                emb.labels,
+                k=cfg.knn_k,
+                factor=cfg.darken_factor,
+                threshold=cfg.evidence_threshold,
+            )
+            kept.append(check.kept.numpy())
+        out[recipe.name] = np.concatenate(kept)
+    return out
 
 
 @dataclass
