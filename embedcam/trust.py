@@ -19,8 +19,9 @@ Three checks, each batched and on the model's device:
   centroid against the map for its nearest impostor centroid (or a random other class): a
   class-specific explanation differs between the two.
 * [`evidence_kept`][embedcam.trust.evidence_kept] - the paper's step 4 made measurable: darken
-  everything outside the map's evidence and classify again; the prediction survives when the
-  evidence held what the decision needed.
+  everything outside the map's evidence and classify again (the prediction survives when the
+  evidence held what the decision needed), and darken the evidence itself (the prediction
+  changes when the decision needed it).
 
 Map similarity throughout is Spearman's rank correlation over the map's pixels (at the layer's
 resolution, signed), the measure Adebayo et al. report, and the overlap of the top 10% pixels.
@@ -41,7 +42,7 @@ from torch import Tensor, nn
 from embedcam._model import embed as pick_embedding
 from embedcam.cam._model import explain_mode, model_lock, prepare_images
 from embedcam.cam.core import EmbeddingCAM
-from embedcam.errors import ConfigurationError, ShapeError
+from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
 from embedcam.targets import CentroidTarget, EmbeddingTarget
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "class_specificity",
     "EvidenceCheck",
     "evidence_kept",
+    "evidence_region",
     "RANDOMIZATION_THRESHOLD",
     "SPECIFICITY_THRESHOLD",
 ]
@@ -733,28 +735,102 @@ def class_specificity(
 
 @dataclass(frozen=True)
 class EvidenceCheck:
-    """Is the map's evidence enough for the model's decision? (darken the rest, re-classify).
+    """Is the map's evidence enough for the decision, and needed for it? (darken, re-classify).
 
     Attributes:
         predicted: ``(B,)`` kNN prediction on the original images.
         predicted_darkened: ``(B,)`` kNN prediction after darkening everything outside the
-            evidence region.
-        kept: ``(B,)`` bool, the prediction survives the darkening.
+            evidence region (only the evidence left).
+        kept: ``(B,)`` bool, the prediction survives that darkening: the evidence is
+            *sufficient*.
         similarity_kept: ``(B,)`` cosine between the embeddings of the original and the
             darkened image.
+        predicted_removed: ``(B,)`` kNN prediction after darkening the evidence region itself
+            (everything else left).
+        lost: ``(B,)`` bool, the prediction changes when the evidence is darkened: the
+            evidence is *necessary*.
+        similarity_removed: ``(B,)`` cosine between the embeddings of the original and the
+            image with its evidence darkened.
+        area: ``(B,)`` fraction of the image inside the evidence region.
     """
 
     predicted: Tensor
     predicted_darkened: Tensor
     kept: Tensor
     similarity_kept: Tensor
+    predicted_removed: Tensor
+    lost: Tensor
+    similarity_removed: Tensor
+    area: Tensor
+
+    @property
+    def decisive(self) -> Tensor:
+        """``(B,)`` bool: the evidence is both sufficient (`kept`) and necessary (`lost`)."""
+        return self.kept & self.lost
 
     def __repr__(self) -> str:
+        n = int(self.kept.numel())
         return (
-            f"EvidenceCheck(images={int(self.kept.numel())}, kept={int(self.kept.sum())}/"
-            f"{int(self.kept.numel())}, mean cosine to the original "
-            f"{float(self.similarity_kept.float().mean()):.3f})"
+            f"EvidenceCheck(images={n}, kept={int(self.kept.sum())}/{n}, "
+            f"lost={int(self.lost.sum())}/{n}, mean evidence area "
+            f"{float(self.area.float().mean()):.3f})"
         )
+
+
+def evidence_region(maps: Tensor, threshold: float = 0.0, area: float | None = None) -> Tensor:
+    """The evidence region of each map, ``(B, H, W)`` bool.
+
+    By default the pixels with ``s > threshold * max s`` (``threshold = 0``: the paper's
+    ``s > 0``, as [`darken`][embedcam.masks.darken] keeps them). With ``area``, instead the
+    ``ceil(area * H * W)`` pixels of highest ``s`` (ties broken by position), so that every
+    image keeps the same share: at CAM resolution ``s > 0`` often covers nearly the whole image.
+    A map without positive evidence has an empty region.
+
+    Args:
+        maps: ``(B, H, W)`` maps.
+        threshold: relative threshold in ``[0, 1)`` (ignored with ``area``).
+        area: fraction of pixels in ``(0, 1]`` to keep, or ``None``.
+
+    Returns:
+        ``(B, H, W)`` bool.
+
+    Raises:
+        EmbedcamValueError: ``threshold`` or ``area`` out of range, NaN/inf maps.
+        ShapeError: maps that are not ``(B, H, W)``.
+
+    Examples:
+        >>> import torch
+        >>> m = torch.tensor([[[0.0, 0.2, 0.9, 0.5]]])
+        >>> evidence_region(m).int().tolist()                 # s > 0
+        [[[0, 1, 1, 1]]]
+        >>> evidence_region(m, threshold=0.5).int().tolist()  # s > 0.45
+        [[[0, 0, 1, 1]]]
+        >>> evidence_region(m, area=0.25).int().tolist()      # the top quarter
+        [[[0, 0, 1, 0]]]
+    """
+    if not isinstance(maps, Tensor) or maps.dim() != 3:
+        shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+        raise ShapeError(f"maps must be (B, H, W), got {shape}")
+    if not torch.isfinite(maps).all():
+        raise EmbedcamValueError("maps have NaN/inf values; explain again or drop those images")
+    if not 0 <= threshold < 1:
+        raise EmbedcamValueError(f"threshold must be in [0, 1), got {threshold}")
+    pos = maps.float().clamp_min(0)
+    b, h, w = pos.shape
+    flat = pos.flatten(1)
+    peak = flat.amax(1, keepdim=True)
+    if area is None:
+        keep = (flat > threshold * peak) & (peak > 0)
+        return keep.view(b, h, w)
+    if not 0 < area <= 1:
+        raise EmbedcamValueError(f"area must be in (0, 1], got {area}")
+    n = min(h * w, max(1, math.ceil(area * h * w - 1e-9)))
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    if flat.shape[1]:
+        # a stable descending sort: equal values keep their position order
+        order = torch.sort(flat, dim=1, descending=True, stable=True).indices[:, :n]
+        keep.scatter_(1, order, True)
+    return (keep & (peak > 0)).view(b, h, w)
 
 
 def evidence_kept(
@@ -767,16 +843,20 @@ def evidence_kept(
     k: int = 5,
     factor: float = 0.25,
     threshold: float = 0.0,
+    area: float | None = None,
     embedding_fn: Callable[[Any], Tensor] | None = None,
 ) -> EvidenceCheck:
-    """The paper's step 4 made measurable: darken outside the evidence, re-classify with kNN.
+    """The paper's step 4 made measurable: darken outside the evidence, or the evidence itself.
 
-    The images are darkened where the map shows no evidence
-    ([`darken`][embedcam.masks.darken], ``s > threshold * max s`` kept, the rest scaled by
-    ``factor``), both versions are embedded in one batched pass each and classified by a
-    ``k``-nearest-neighbour vote in the gallery
-    ([`knn_predict`][embedcam.classify.knn_predict]). Where the prediction survives, the
-    highlighted region held what the model needed for its decision.
+    The evidence region is [`evidence_region`][embedcam.trust.evidence_region]
+    (``s > threshold * max s``, or the top ``area`` share of pixels). Two versions of each image
+    are classified again by a ``k``-nearest-neighbour vote in the gallery
+    ([`knn_predict`][embedcam.classify.knn_predict]), each in one batched pass:
+
+    * everything *outside* the region scaled by ``factor``: where the prediction survives
+      (``kept``), the evidence was sufficient for the decision;
+    * the region *itself* scaled by ``factor``: where the prediction changes (``lost``), the
+      evidence was necessary.
 
     Args:
         model: the embedding model.
@@ -785,8 +865,9 @@ def evidence_kept(
         gallery_embeddings: ``(G, D)`` embeddings of the labelled gallery (the training set).
         gallery_labels: ``(G,)`` their classes.
         k: neighbours of the vote.
-        factor: brightness kept in darkened pixels (0 = black).
-        threshold: relative map threshold of the evidence region.
+        factor: brightness kept in darkened pixels, in ``[0, 1]`` (0 = black).
+        threshold: relative map threshold of the evidence region, in ``[0, 1)``.
+        area: share of pixels in the evidence region instead of a threshold, in ``(0, 1]``.
         embedding_fn: picks the embedding from a tuple/dict model output.
 
     Returns:
@@ -794,7 +875,7 @@ def evidence_kept(
 
     Raises:
         ShapeError: maps that do not match the images, or gallery shapes that disagree.
-        EmbedcamValueError: bad ``factor``/``threshold``, NaN embeddings.
+        EmbedcamValueError: bad ``factor``/``threshold``/``area``, NaN maps or embeddings.
 
     Examples:
         >>> import torch
@@ -803,31 +884,43 @@ def evidence_kept(
         ...     _ = net[1].weight.copy_(torch.eye(2)); _ = net[1].bias.zero_()
         >>> gallery, labels = torch.tensor([[1.0, 0.1], [0.1, 1.0]]), torch.tensor([0, 1])
         >>> x = torch.tensor([[[[3.0, 1.0]]]])                  # class 0: pixel 0 decides
-        >>> evidence_kept(net, x, torch.tensor([[[1.0, 0.0]]]), gallery, labels, k=1).kept
-        tensor([True])
-        >>> evidence_kept(net, x, torch.tensor([[[0.0, 1.0]]]), gallery, labels, k=1,
-        ...               factor=0.0).kept                       # only pixel 1 left: class 1
-        tensor([False])
+        >>> check = evidence_kept(net, x, torch.tensor([[[1.0, 0.0]]]), gallery, labels, k=1,
+        ...                       factor=0.0)
+        >>> check.kept, check.lost                               # sufficient and necessary
+        (tensor([True]), tensor([True]))
+        >>> check = evidence_kept(net, x, torch.tensor([[[0.0, 1.0]]]), gallery, labels, k=1,
+        ...                       factor=0.0)                    # only pixel 1 left: class 1
+        >>> check.kept, check.lost
+        (tensor([False]), tensor([False]))
     """
     from embedcam.classify import knn_predict
-    from embedcam.masks import darken
 
     x = prepare_images(images, model)
     b, _, h, w = x.shape
     if not isinstance(maps, Tensor) or tuple(maps.shape) != (b, h, w):
         shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
         raise ShapeError(f"maps must be (B, H, W) = {(b, h, w)} to match the images, got {shape}")
-    dark = darken(x, maps.to(x.device, x.dtype), factor, threshold=threshold)
+    if not 0 <= factor <= 1:
+        raise EmbedcamValueError(f"factor must be in [0, 1], got {factor}")
+    region = evidence_region(maps, threshold, area).to(x.device).unsqueeze(1)
+    outside = x * torch.where(region, 1.0, factor).to(x.dtype)
+    inside = x * torch.where(region, factor, 1.0).to(x.dtype)
     with torch.inference_mode(), model_lock(model), explain_mode(model, freeze=False):
         e = pick_embedding(model(x), embedding_fn).float()
-        ed = pick_embedding(model(dark), embedding_fn).float()
+        e_out = pick_embedding(model(outside), embedding_fn).float()
+        e_in = pick_embedding(model(inside), embedding_fn).float()
     gal = gallery_embeddings.detach().float().to(e.device)
     lab = gallery_labels.to(e.device)
     pred = knn_predict(e, gal, lab, k=k)
-    pred_d = knn_predict(ed, gal, lab, k=k)
+    pred_out = knn_predict(e_out, gal, lab, k=k)
+    pred_in = knn_predict(e_in, gal, lab, k=k)
     return EvidenceCheck(
         predicted=pred.cpu(),
-        predicted_darkened=pred_d.cpu(),
-        kept=(pred == pred_d).cpu(),
-        similarity_kept=F.cosine_similarity(e, ed, dim=1).cpu(),
+        predicted_darkened=pred_out.cpu(),
+        kept=(pred == pred_out).cpu(),
+        similarity_kept=F.cosine_similarity(e, e_out, dim=1).cpu(),
+        predicted_removed=pred_in.cpu(),
+        lost=(pred != pred_in).cpu(),
+        similarity_removed=F.cosine_similarity(e, e_in, dim=1).cpu(),
+        area=region.flatten(1).float().mean(1).cpu(),
     )

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 from sku_helpers import without_times
 from skubench.config import build_config
@@ -138,9 +140,13 @@ def test_beyond_the_paper_sections(smoke):
         for r in s["rows"]:
             assert r["low"] <= r["diff"] <= r["high"]
     cal = seed["calibration"]
-    crits = {c["criterion"] for c in cal["best_per_criterion"]}
-    reclassify = {"reclassify"} | {f"reclassify+{c}" for c in ec.scoring.CRITERIA}
-    assert crits == set(ec.scoring.CRITERIA) | reclassify
+    families = {c["family"] for c in cal["best_per_criterion"]}
+    evidence = {"kept", "lost", "decisive"}
+    learned = {"learned", "learned (every recipe)"}
+    combined = {f"{e}+map" for e in evidence}
+    assert families == set(ec.scoring.CRITERIA) | evidence | combined | learned
+    for key in ("truth_retest_kappa_valid", "truth_retest_kappa_test"):
+        assert cal[key] is None or -1 <= cal[key] <= 1
     best = max(c["kappa"] for c in cal["candidates"] if c["kappa"] is not None)
     assert cal["chosen"]["kappa"] == best
     ch = cal["chosen"]
@@ -177,8 +183,6 @@ def test_beyond_the_paper_sections(smoke):
 def test_table1_equals_a_direct_count_from_the_audits(smoke):
     """Table 1 (``ec.compare`` over the loss audits, the control row and the calibrated column
     in skubench) equals a count made directly from the audits' per-image data and records."""
-    import pandas as pd
-
     base, _, res = smoke
     out = base / "out"
     (seed,) = res["seeds"]
@@ -223,29 +227,64 @@ def test_table1_equals_a_direct_count_from_the_audits(smoke):
             [ok(n, i) and audits[n].per_image.verdict[key][i] for i in hard] for n in (pr.a, pr.b)
         )
         assert pr.only_a == sum(x and not y for x, y in zip(va, vb))
-    # The calibrated column: the chosen judge applied to the stored scores of the records.
+    # The calibrated column: the chosen judge applied to the stored scores of the records and
+    # the evidence tests kept per test image in the results.
     chosen = seed["table1"]["calibrated_judge"]
-    field = {
-        "paper": "positive_share",
-        "energy": "energy",
-        "region_iou": "region_iou",
-        "wsol": "wsol_box_iou",
-    }
-    # (a "reclassify" judge also needs the prediction to survive darkening outside the
-    # evidence, kept per test image in the results)
-    base = chosen["criterion"].removeprefix("reclassify+")
-    key = f"{chosen['recipe']}/{chosen['method']}"
-    kw = {field[base]: chosen["threshold"]} if base in field else {}
-    judge = ec.Judge(criterion=base, **kw) if base != "reclassify" else None
+    table_key = key if chosen["recipe"] == "all" else f"{chosen['recipe']}/{chosen['method']}"
     for m, a in audits.items():
-        df = pd.read_parquet(a.records)
-        df = df[df["recipe"] == key].sort_values("position")
-        verdict = judge.from_scores(df).tolist() if judge is not None else [True] * len(df)
-        if chosen["criterion"].startswith("reclassify"):
-            kept = seed["evidence_kept"][m][key]
-            verdict = [v and k for v, k in zip(verdict, kept)]
+        verdict = _judged(chosen, m, a, seed)
         direct = sum(1 for i in hard if ok(m, i) and verdict[i])
         assert rows[m]["hard_correct_calibrated"] == direct
+    assert table_key in audits[losses[0]].per_image.verdict
+    # every family's best judge: its test kappa again, from the records and the audits' truth
+    truth = np.concatenate([_truth(a) for a in audits.values()])
+    for spec in seed["calibration"]["best_per_criterion"]:
+        judged = np.concatenate([_judged(spec, m, a, seed) for m, a in audits.items()])
+        agr = ec.stats.cohen_kappa(judged, truth)
+        if spec["test_kappa"] is None:
+            assert agr.kappa is None or math.isnan(agr.kappa)
+        else:
+            assert agr.kappa == pytest.approx(spec["test_kappa"], abs=1e-9), spec["family"]
+
+
+def _truth(a: ec.AuditResult) -> np.ndarray:
+    """The interventional truth, recomputed: survives Mixed-Rand, not Only-BG-B."""
+    labels = np.array(a.per_image.labels)
+    rand = np.array(a.per_image.intervened_pred["mixed_rand"]) == labels
+    return rand & (np.array(a.per_image.intervened_pred["only_bg"]) != labels)
+
+
+def _judged(spec: dict[str, Any], m: str, a: ec.AuditResult, seed: dict[str, Any]) -> np.ndarray:
+    """A calibration candidate's test verdicts for one model, recomputed independently."""
+    field = {"paper": "positive_share", "energy": "energy", "region_iou": "region_iou",
+             "wsol": "wsol_box_iou"}  # fmt: skip
+    df = pd.read_parquet(a.records)
+    learned = spec.get("learned")
+    if learned is not None:
+        cols = []
+        for name in learned["features"]:
+            rkey, what = name.split(":", 1)
+            if "@" in what:
+                f, region = what.split("@", 1)
+                cols.append(np.asarray(seed["evidence"][m][rkey][region][f], dtype=float))
+            else:
+                part = df[df["recipe"] == rkey].sort_values("position")
+                cols.append(np.nan_to_num(part[what].to_numpy(dtype=float), nan=0.0))
+        z = (np.stack(cols, 1) - np.array(learned["mean"])) / np.array(learned["scale"])
+        logit = learned["intercept"] + z @ np.array(learned["coef"])
+        return 1 / (1 + np.exp(-logit)) >= spec["threshold"]
+    rkey = f"{spec['recipe']}/{spec['method']}"
+    verdict = np.ones(len(a.per_image.labels), dtype=bool)
+    if spec.get("map") is not None:
+        c, t = spec["map"]["criterion"], spec["map"]["threshold"]
+        judge = ec.Judge(criterion=c, **({field[c]: t} if c in field else {}))
+        verdict &= judge.from_scores(df[df["recipe"] == rkey].sort_values("position")).numpy()
+    ev = spec.get("evidence")
+    if ev is not None:
+        tests = seed["evidence"][m][rkey][ev["region"]]
+        kept, lost = np.array(tests["kept"], dtype=bool), np.array(tests["lost"], dtype=bool)
+        verdict &= {"kept": kept, "lost": lost, "decisive": kept & lost}[ev["test"]]
+    return verdict
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from torch import nn
 import embedcam as ec
 from embedcam import trust
 from embedcam.cam import register_method, unregister_method
-from embedcam.errors import ConfigurationError, ShapeError
+from embedcam.errors import ConfigurationError, EmbedcamValueError, ShapeError
 
 
 def _linear_net() -> nn.Sequential:
@@ -233,6 +233,25 @@ def test_impostor_choice_by_hand_and_random_classes(cnn):
         )
 
 
+def test_evidence_region_by_threshold_and_by_area():
+    m = torch.tensor([[[0.0, 0.2, 0.9, 0.5]], [[0.3, 0.3, 0.3, 0.3]], [[-1.0, 0.0, -0.5, 0.0]]])
+    by_thr = trust.evidence_region(m, threshold=0.5)
+    assert by_thr.int().tolist() == [[[0, 0, 1, 1]], [[1, 1, 1, 1]], [[0, 0, 0, 0]]]
+    # half the pixels: ties keep the first positions; a map with no positive evidence has none
+    half = trust.evidence_region(m, area=0.5)
+    assert half.int().tolist() == [[[0, 0, 1, 1]], [[1, 1, 0, 0]], [[0, 0, 0, 0]]]
+    assert trust.evidence_region(m, area=1.0)[:2].all()
+    assert trust.evidence_region(m, area=0.01).sum(dim=(1, 2)).tolist() == [1, 1, 0]
+    with pytest.raises(EmbedcamValueError, match="area"):
+        trust.evidence_region(m, area=0.0)
+    with pytest.raises(EmbedcamValueError, match="threshold"):
+        trust.evidence_region(m, threshold=1.0)
+    with pytest.raises(EmbedcamValueError, match="NaN"):
+        trust.evidence_region(torch.full((1, 2, 2), float("nan")))
+    with pytest.raises(ShapeError, match="B, H, W"):
+        trust.evidence_region(m[0])
+
+
 def test_evidence_kept_on_a_model_that_reads_the_left_half():
     class LeftHalf(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,5 +276,18 @@ def test_evidence_kept_on_a_model_that_reads_the_left_half():
     assert on_right.kept.tolist() == [False] * 4 + [True] * 4
     assert on_right.predicted_darkened.tolist() == [1] * 8
     assert "kept=4/8" in repr(on_right)
+    # darkening the evidence itself: the left half decides, so only the left-half region is
+    # necessary, and only for the bright images (a black left half still looks dark)
+    assert on_left.lost.tolist() == [True] * 4 + [False] * 4
+    assert on_left.predicted_removed.tolist() == [1] * 8
+    assert on_left.decisive.tolist() == [True] * 4 + [False] * 4
+    assert not on_right.lost.any() and on_right.predicted_removed.tolist() == labels.tolist()
+    torch.testing.assert_close(on_right.similarity_removed, torch.ones(8))
+    torch.testing.assert_close(on_left.area, torch.full((8,), 0.5))
+    # area=: the top sixth of a left-to-right ramp is the last column
+    ramp = torch.arange(6.0).repeat(8, 6, 1)
+    top = trust.evidence_kept(LeftHalf(), images, ramp, gallery, labels, k=1, area=1 / 6)
+    torch.testing.assert_close(top.area, torch.full((8,), 1 / 6))
+    assert top.kept.tolist() == [False] * 4 + [True] * 4 and not top.lost.any()
     with pytest.raises(ShapeError, match="maps must be"):
         trust.evidence_kept(LeftHalf(), images, left[:, :3], gallery, labels)

@@ -148,9 +148,6 @@ class SkuConfig(BaseModel):
         figures: Number of hard images in the paper-style figure.
         bootstrap: Bootstrap resamples for effect-size intervals.
         cam_batch: Images per batch of the audits' loaders (embedding and CAM).
-        evidence_threshold: Relative map threshold of the evidence region the "reclassify"
-            judge keeps (``s > t * max s``; 0 is the paper's ``s > 0``) before classifying the
-            darkened image again.
         trust_images: Test images (the first ones) the trust checks run on per model and
             recipe: class specificity, cascading randomisation, deletion/insertion; 0 = off.
         trust_steps: Steps of the deletion and insertion curves.
@@ -180,7 +177,6 @@ class SkuConfig(BaseModel):
     figures: int = Field(6, ge=0)
     bootstrap: int = Field(10_000, ge=100)
     cam_batch: int = Field(128, ge=1)
-    evidence_threshold: float = Field(0.0, ge=0, lt=1)
     trust_images: int = Field(64, ge=0)
     trust_steps: int = Field(10, ge=1)
     device: str = "cpu"

@@ -64,9 +64,11 @@ class ModelAudit:
         stop_reason: ``"plateau"``, ``"max_epochs"`` or ``"epochs"``.
         final_loss: Loss of the kept epoch.
         active_fraction: Share of active triplets in the kept epoch.
-        evidence: Split (``"test"``, ``"calibration"``) -> recipe -> per image (dataset order):
-            the kNN prediction survives darkening outside the recipe's evidence
-            (`embedcam.trust.evidence_kept`); filled where the judge is calibrated.
+        evidence: Split (``"test"``, ``"calibration"``) -> recipe -> evidence region -> field ->
+            per image (dataset order): `evidence_per_recipe`, filled where the judge is
+            calibrated.
+        retest: Split -> per image: the kNN prediction after Mixed-Rand with other donors
+            (`mixed_rand_retest`), filled where the judge is calibrated.
         converged: Validation kNN accuracy reached ``train.converged_accuracy`` (what the
             synthetic control must reach for the shortcut check; reported for every model on
             synthetic data), ``None`` on the user's data: real models stop on their own
@@ -86,7 +88,10 @@ class ModelAudit:
     final_loss: float
     active_fraction: float
     converged: bool | None
-    evidence: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    evidence: dict[str, dict[str, dict[str, dict[str, np.ndarray]]]] = field(
+        default_factory=dict, repr=False
+    )
+    retest: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _records: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def records(self, split: str = "test") -> pd.DataFrame:
@@ -172,11 +177,16 @@ def audit_model(trained: Trained, data: Data, cfg: SkuConfig, out: Path) -> Mode
             figure=False,  # never shown
             **common,
         )
-    evidence: dict[str, dict[str, np.ndarray]] = {}
+    evidence: dict[str, dict[str, dict[str, dict[str, np.ndarray]]]] = {}
+    retest: dict[str, np.ndarray] = {}
     if calibrate and valid is not None:
         evidence = {
             "test": evidence_per_recipe(model, rec, gallery, test_split, cfg, len(data.classes)),
             "calibration": evidence_per_recipe(model, rec, gallery, valid, cfg, len(data.classes)),
+        }
+        retest = {
+            name: mixed_rand_retest(model, gallery, sp, cfg, cfg.data.seed + RETEST_SEED)
+            for name, sp in (("test", test_split), ("calibration", valid))
         }
     result = trained.result
     hist = result.history
@@ -197,12 +207,27 @@ def audit_model(trained: Trained, data: Data, cfg: SkuConfig, out: Path) -> Mode
         final_loss=float(best.loss) if best is not None else float("nan"),
         active_fraction=float(best.active_fraction) if best is not None else float("nan"),
         evidence=evidence,
+        retest=retest,
         converged=(
             valid_acc is not None and valid_acc >= cfg.train.converged_accuracy
             if data.synthetic
             else None
         ),
     )
+
+
+#: Offset of the retest's donor seed from the audit's (any other value draws other donors).
+RETEST_SEED = 7919
+
+#: The evidence regions the re-classification judges are tried with: name -> keywords of
+#: `embedcam.trust.evidence_region` (the paper's ``s > 0``, a relative threshold, a fixed share).
+EVIDENCE_REGIONS: dict[str, dict[str, float]] = {
+    "s>0": {"threshold": 0.0},
+    "s>0.5max": {"threshold": 0.5},
+    "top25%": {"area": 0.25},
+}
+#: What `embedcam.trust.evidence_kept` gives per image and region (stored per split and recipe).
+EVIDENCE_FIELDS = ("kept", "lost", "similarity_kept", "similarity_removed")
 
 
 def evidence_per_recipe(
@@ -212,36 +237,75 @@ def evidence_per_recipe(
     split: Split,
     cfg: SkuConfig,
     num_classes: int,
-) -> dict[str, np.ndarray]:
-    """Per recipe and image: does the kNN prediction survive darkening outside the evidence?"""
+) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Per recipe, evidence region and image: darken outside the evidence, or the evidence.
+
+    Returns recipe -> region name (`EVIDENCE_REGIONS`) -> field (`EVIDENCE_FIELDS`) -> values
+    in dataset order: does the kNN prediction survive keeping only the evidence (``kept``), does
+    it change when the evidence is darkened (``lost``), and the cosines to the original.
+    """
     from embedcam import trust
 
     emb = ec.embed_loader(model, gallery)
     cents = ec.ClassCentroids.fit(
         model, gallery, num_classes=num_classes, progress=False, allow_empty=True
     )
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for recipe in rec:
         cam = recipe.cam(model)
-        kept = []
+        parts: dict[str, dict[str, list[np.ndarray]]] = {
+            r: {f: [] for f in EVIDENCE_FIELDS} for r in EVIDENCE_REGIONS
+        }
         for s in range(0, len(split), cfg.cam_batch):
             images = split.images[s : s + cfg.cam_batch]
             labels = split.labels[s : s + cfg.cam_batch]
             res = cam(images, recipe.make_target(cents.centroids, labels))
             maps = res.signed_maps().clamp_min(0) if recipe.signed else res.maps
-            check = trust.evidence_kept(
-                model,
-                images,
-                maps,
-                emb.embeddings,
-                emb.labels,
-                k=cfg.knn_k,
-                factor=cfg.darken_factor,
-                threshold=cfg.evidence_threshold,
-            )
-            kept.append(check.kept.numpy())
-        out[recipe.name] = np.concatenate(kept)
+            for region, kw in EVIDENCE_REGIONS.items():
+                check = trust.evidence_kept(
+                    model,
+                    images,
+                    maps,
+                    emb.embeddings,
+                    emb.labels,
+                    k=cfg.knn_k,
+                    factor=cfg.darken_factor,
+                    **kw,
+                )
+                for f in EVIDENCE_FIELDS:
+                    parts[region][f].append(getattr(check, f).numpy())
+        out[recipe.name] = {
+            r: {f: np.concatenate(v) for f, v in fields.items()} for r, fields in parts.items()
+        }
     return out
+
+
+def mixed_rand_retest(
+    model: torch.nn.Module, gallery: Any, split: Split, cfg: SkuConfig, seed: int
+) -> np.ndarray:
+    """The kNN prediction after Mixed-Rand with other donors (``seed``): the truth's retest.
+
+    The interventional truth draws one foreign background per image; drawing another one and
+    asking again measures how reliable that truth is, which bounds any judge's agreement with it.
+    """
+    from embedcam import interventions as iv
+    from embedcam.classify import knn_predict
+
+    assert split.masks is not None
+    device = next(model.parameters()).device
+    emb = ec.embed_loader(model, gallery)
+    donors = iv.other_class_donors(split.labels, torch.Generator().manual_seed(seed))
+    preds = []
+    for s in range(0, len(split), cfg.cam_batch):
+        idx = slice(s, s + cfg.cam_batch)
+        d = donors[idx]
+        backgrounds = iv.remove_objects(split.images[d], split.masks[d])
+        pasted = iv.paste_objects(split.images[idx], split.masks[idx], backgrounds)
+        with torch.inference_mode():
+            e = model(pasted.to(device)).float()
+        gal, lab = emb.embeddings.to(device), emb.labels.to(device)
+        preds.append(knn_predict(e, gal, lab, k=cfg.knn_k).cpu().numpy())
+    return np.concatenate(preds)
 
 
 @dataclass

@@ -224,8 +224,7 @@ def table1_headers(seed_res: dict[str, Any]) -> list[str]:
         return TABLE1_HEADERS
     return TABLE1_HEADERS[:-1] + [
         "hard images with class and features correct, paper judge [Wilson 95%]",
-        f"... calibrated judge ({cal['criterion']} >= {cal['threshold']} on "
-        f"{cal['recipe']}/{cal['method']})",
+        f"... calibrated judge ({judge_label(cal)} on {cal['recipe']}/{cal['method']})",
     ]
 
 
@@ -551,24 +550,71 @@ def all_images_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str
     return headers, rows
 
 
+def judge_label(spec: dict[str, Any]) -> str:
+    """A calibration candidate in words: ``region_iou >= 0.4``, ``lost (top25%) and ...``."""
+    if spec.get("learned") is not None or spec.get("criterion") == "learned":
+        return f"learned (p >= {spec['threshold']:g})"
+    parts = []
+    ev = spec.get("evidence")
+    if ev is not None:
+        parts.append(f"{ev['test']} ({ev['region']})")
+    m = spec.get("map")
+    if m is not None:
+        parts.append(f"{m['criterion']} >= {m['threshold']:g}")
+    return " and ".join(parts) if parts else str(spec.get("criterion"))
+
+
+def _interval(c: dict[str, Any]) -> str:
+    return (
+        f"{_num(c.get('test_kappa'))} [{_num(c.get('test_kappa_low'))}, "
+        f"{_num(c.get('test_kappa_high'))}]"
+    )
+
+
 def calibration_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """The best setting of every judge criterion on the calibration split."""
-    headers = ["criterion", "threshold", "recipe/method", "kappa", "sensitivity", "specificity"]
+    """The best judge of every family on the calibration split, and its test kappa."""
+    headers = [
+        "family",
+        "best judge",
+        "recipe/method",
+        "kappa (calibration)",
+        "kappa (test) [95%]",
+        "sensitivity (test)",
+        "specificity (test)",
+    ]
     cal = seed_res.get("calibration")
     rows = []
     if cal:
         for c in cal["best_per_criterion"]:
             rows.append(
                 [
-                    c["criterion"],
-                    str(c["threshold"]),
+                    c.get("family", c["criterion"]),
+                    judge_label(c),
                     f"{c['recipe']}/{c['method']}",
                     _num(c["kappa"]),
-                    _num(c["sensitivity"]),
-                    _num(c["specificity"]),
+                    _interval(c),
+                    _num(c.get("test_sensitivity")),
+                    _num(c.get("test_specificity")),
                 ]
             )
     return headers, rows
+
+
+def chosen_text(cal: dict[str, Any]) -> str:
+    """The chosen judge, its kappas, and the truth's own reliability, in one sentence."""
+    ch = cal["chosen"]
+    text = (
+        f"Chosen judge: {judge_label(ch)} on {ch['recipe']}/{ch['method']}: kappa "
+        f"{_num(ch['kappa'])} on the calibration split, {_interval(ch)} on the test split "
+        "(bootstrap 95% interval, resampling (image, model) pairs)."
+    )
+    if cal.get("truth_retest_kappa_test") is not None:
+        text += (
+            " The truth agrees with itself, Mixed-Rand redrawn with other foreign backgrounds, "
+            f"at kappa {_num(cal.get('truth_retest_kappa_valid'))} (calibration) and "
+            f"{_num(cal['truth_retest_kappa_test'])} (test): no judge can be expected above that."
+        )
+    return text
 
 
 #: Cells shown with rich markup instead of literally in the console tables.
@@ -652,15 +698,7 @@ def print_report(results: dict[str, Any], console: Console) -> None:
                     *calibration_table(s),
                 )
             )
-            ch = cal["chosen"]
-            console.print(
-                escape(
-                    f"chosen judge: {ch['criterion']} >= {ch['threshold']} on {ch['recipe']}/"
-                    f"{ch['method']}: kappa {_num(ch['kappa'])} (calibration), "
-                    f"{_num(ch['test_kappa'])} (test; bootstrap 95% "
-                    f"[{_num(ch.get('test_kappa_low'))}, {_num(ch.get('test_kappa_high'))}])"
-                )
-            )
+            console.print(escape(chosen_text(cal)))
     if len(results["seeds"]) > 1:
         console.print(_rich("Across seeds (mean +- sd [min, max])", *summary_table(results)))
     for step, reason, seeds in skipped_steps(results):
@@ -1075,16 +1113,7 @@ def _write_reports(
         if s.get("calibration"):
             rep.add_heading("Judge calibration", level=3)
             rep.add_table(*_escaped(calibration_table(s)))
-            ch = s["calibration"]["chosen"]
-            rep.add_paragraph(
-                _lit(
-                    f"Chosen judge: {ch['criterion']} >= {ch['threshold']} on {ch['recipe']}/"
-                    f"{ch['method']}: kappa {_num(ch['kappa'])} on the calibration split, "
-                    f"{_num(ch['test_kappa'])} on the test split (bootstrap 95% interval "
-                    f"[{_num(ch.get('test_kappa_low'))}, {_num(ch.get('test_kappa_high'))}], "
-                    "resampling (image, model) pairs)."
-                )
-            )
+            rep.add_paragraph(_lit(chosen_text(s["calibration"])))
     if len(results["seeds"]) > 1:
         rep.add_heading("Across seeds")
         rep.add_table(*_escaped(summary_table(results)))
