@@ -43,6 +43,7 @@ from embedcam.embedding import (
 from embedcam.errors import ConfigurationError, DataError, EmbedcamError, ShapeError
 from embedcam.pipeline import DatasetRecords, Judge, as_recipes, explain_dataset
 from embedcam.recipe import Recipe
+from embedcam.trust import TrustSummary
 
 __all__ = [
     "AUDIT_SCHEMA",
@@ -273,6 +274,7 @@ class AuditResult(BaseModel):
     recipes: list[RecipeSummary]
     judge: Judge
     interventions: list[InterventionSummary] = Field(default_factory=list)
+    trust: list[TrustSummary] = Field(default_factory=list)
     skipped: list[Skipped] = Field(default_factory=list)
     per_image: PerImage
     records: str | None = None
@@ -360,6 +362,26 @@ class AuditResult(BaseModel):
             )
         return table
 
+    def trust_table(self) -> Any:
+        """A rich table of the trust checks (`audit` with ``trust_images``).
+
+        Returns:
+            A ``rich.table.Table``.
+        """
+        from rich.table import Table
+
+        table = Table(
+            title=f"{self.name}: can the maps be trusted?",
+            caption="specific: own and impostor maps differ; unchanged: the map survives "
+            "randomising every layer (bad); beats random: deletion and insertion both beat a "
+            "random pixel order",
+        )
+        for col in TRUST_COLUMNS:
+            table.add_column(col, overflow="fold", no_wrap=col == "recipe")
+        for row in trust_rows(self.trust):
+            table.add_row(*row)
+        return table
+
     def save_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the result as JSON, atomically.
 
@@ -394,6 +416,38 @@ class AuditResult(BaseModel):
             # pydantic reports non-UTF-8, truncated, too deeply nested and wrong-schema JSON as
             # a ValidationError; RecursionError is kept for a parser without a depth limit
             raise DataError(f"cannot read audit results from {path}: {err}") from err
+
+
+#: Columns of the trust tables (console and report).
+TRUST_COLUMNS = (
+    "recipe",
+    "images",
+    "own vs impostor rho",
+    "specific",
+    "|rho| after randomisation",
+    "unchanged",
+    "deletion AUC (random)",
+    "insertion AUC (random)",
+    "beats random",
+)
+
+
+def trust_rows(summaries: Sequence[TrustSummary]) -> list[list[str]]:
+    """The cells of `TRUST_COLUMNS` for each summary (plain text)."""
+    return [
+        [
+            t.recipe,
+            str(t.images),
+            _num(t.specificity_rho),
+            f"{t.specific:.0%}",
+            _num(t.randomization_rho),
+            f"{t.unchanged:.0%}",
+            f"{_num(t.deletion_auc)} ({_num(t.random_deletion_auc)})",
+            f"{_num(t.insertion_auc)} ({_num(t.random_insertion_auc)})",
+            f"{t.beats_random:.0%}",
+        ]
+        for t in summaries
+    ]
 
 
 def _num(x: float | None) -> str:
@@ -593,6 +647,8 @@ def audit(
     k: int = 5,
     judge: Judge | None = None,
     interventions: bool = True,
+    trust_images: int = 0,
+    trust_steps: int = 10,
     out: str | os.PathLike[str] | None = None,
     figure: bool = True,
     overwrite: bool = False,
@@ -616,7 +672,8 @@ def audit(
     4. With boxes or masks and a map-style dataset: the four background interventions of Xiao
        et al. (2021) on the queries and ``valid``, and BG-gap. Exact masks are used when the
        batches carry them; otherwise the box rectangles (labelled as such).
-    5. With ``out``: ``results.json`` (this result), ``report.md``, a self-contained
+    5. With ``trust_images``: the trust checks of every recipe on the first query images.
+    6. With ``out``: ``results.json`` (this result), ``report.md``, a self-contained
        ``report.html`` and ``examples.png`` (a few misclassified and correct images with every
        recipe's map). ``results.json`` is written last, so its presence means a complete report.
 
@@ -635,6 +692,12 @@ def audit(
         k: Neighbours of the kNN vote.
         judge: Judge settings (default `Judge`).
         interventions: Run the background interventions where possible.
+        trust_images: Run the trust checks of every centroid or contrastive recipe
+            ([`check_recipe`][embedcam.trust.check_recipe]: class specificity, cascading weight
+            randomisation, deletion/insertion) on the first this many query images; 0 (the
+            default) skips them. They explain each image about a dozen times per layer of the
+            model (the randomisation cascade), so a few dozen images are enough.
+        trust_steps: Deletion/insertion steps of the trust checks.
         out: Output folder; ``None`` keeps everything in memory and writes nothing.
         figure: Draw ``examples.png`` (with ``out``).
         overwrite: Replace records in ``out/records`` made with other settings (a model with
@@ -672,6 +735,9 @@ def audit(
         raise ConfigurationError(f"classifier must be 'knn' or 'centroid', got {classifier!r}")
     if not isinstance(k, int) or k < 1:
         raise ConfigurationError(f"k must be a positive int, got {k!r}")
+    for key, value, low in (("trust_images", trust_images, 0), ("trust_steps", trust_steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigurationError(f"{key} must be an int >= {low}, got {value!r}")
     rank, _ = _dist.rank_world()
     if console is None:
         console = Console(stderr=True)
@@ -807,6 +873,15 @@ def audit(
     elif not interventions:
         skipped.append(Skipped(step="interventions", reason="interventions=False"))
     timings["interventions_s"] = time.perf_counter() - t3
+
+    t4 = time.perf_counter()
+    trusted: list[TrustSummary] = []
+    if trust_images:
+        trusted = _trust(
+            model, queries, recipe_list, cents.centroids, trust_images, trust_steps, seed,
+            embedding_fn, reshape_transform, skipped, progress=say, console=console,
+        )  # fmt: skip
+        timings["trust_s"] = time.perf_counter() - t4
     timings["total_s"] = time.perf_counter() - t0
 
     classes = list(class_names) if class_names else [str(i) for i in range(num_classes)]
@@ -826,6 +901,7 @@ def audit(
         recipes=summaries,
         judge=judge,
         interventions=ivs,
+        trust=trusted,
         skipped=skipped,
         per_image=PerImage(
             ids=records.table(["id"])["id"].to_pylist()[:: len(recipe_list)],
@@ -862,9 +938,70 @@ def audit(
         _dist.barrier()
     if say:
         console.print(result.summary_table())
+        if result.trust:
+            console.print(result.trust_table())
         for s in result.skipped:
             console.print(f"[yellow]skipped[/] {s.step}: {s.reason}", markup=True)
     return result
+
+
+def _trust(
+    model: nn.Module,
+    queries: Iterable[Any],
+    recipes: list[Recipe],
+    centroids: Tensor,
+    n: int,
+    steps: int,
+    seed: int,
+    embedding_fn: Callable[[Any], Tensor] | None,
+    reshape_transform: Callable[[Tensor], Tensor] | None,
+    skipped: list[Skipped],
+    *,
+    progress: bool,
+    console: Any,
+) -> list[TrustSummary]:
+    """The trust checks of every recipe on the first ``n`` query images (every rank alike)."""
+    from embedcam.trust import check_recipe
+
+    images: list[Tensor] = []
+    labels: list[Tensor] = []
+    have = 0
+    for _, batch in iter_batches(queries):
+        images.append(batch.images)
+        labels.append(batch.labels)
+        have += len(batch)
+        if have >= n:
+            break
+    x, y = torch.cat(images)[:n], torch.cat(labels)[:n]
+    if int(centroids.shape[0]) < 2:
+        skipped.append(Skipped(step="trust checks", reason="they need at least two classes"))
+        return []
+    out: list[TrustSummary] = []
+    for recipe in recipes:
+        if recipe.target == "reference":
+            skipped.append(
+                Skipped(
+                    step=f"trust checks of {recipe.name}",
+                    reason="a reference recipe has no class to be specific to",
+                )
+            )
+            continue
+        if progress:
+            console.print(f"trust checks of {recipe.name} on {len(y)} images", highlight=False)
+        out.append(
+            check_recipe(
+                model,
+                recipe,
+                x,
+                y,
+                centroids,
+                steps=steps,
+                seed=seed,
+                embedding_fn=embedding_fn,
+                reshape_transform=reshape_transform,
+            )  # fmt: skip
+        )
+    return out
 
 
 def _examples(

@@ -1021,6 +1021,7 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
                 classifier=args.classifier,
                 k=args.k,
                 interventions=not args.no_interventions,
+                trust_images=args.trust,
                 out=out,
                 seed=args.seed,
                 embedding_fn=fn,
@@ -1033,6 +1034,8 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         raise ConfigurationError(str(err).replace("overwrite=True", "--overwrite")) from err
     if not say:
         console.print(result.summary_table())
+        if result.trust:
+            console.print(result.trust_table())
         h = result.health
         if h is not None and h.collapsed:
             console.print(
@@ -1371,6 +1374,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-interventions",
         action="store_true",
         help="skip the background-intervention tests (faster)",
+    )
+    au.add_argument(
+        "--trust",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="run the trust checks (class specificity, weight randomisation, deletion/"
+        "insertion) of every recipe on the first N query images (default: 0, off; a few dozen "
+        "are enough)",
     )
     au.add_argument(
         "--overwrite",

@@ -23,6 +23,10 @@ Three checks, each batched and on the model's device:
   evidence held what the decision needed), and darken the evidence itself (the prediction
   changes when the decision needed it).
 
+[`check_recipe`][embedcam.trust.check_recipe] runs the first three on one recipe and summarises
+them ([`TrustSummary`][embedcam.trust.TrustSummary]); [`audit`][embedcam.audit.audit] does so with
+``trust_images``.
+
 Map similarity throughout is Spearman's rank correlation over the map's pixels (at the layer's
 resolution, signed), the measure Adebayo et al. report, and the overlap of the top 10% pixels.
 """
@@ -37,6 +41,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel
 from torch import Tensor, nn
 
 from embedcam._model import embed as pick_embedding
@@ -58,6 +63,8 @@ __all__ = [
     "EvidenceCheck",
     "evidence_kept",
     "evidence_region",
+    "TrustSummary",
+    "check_recipe",
     "RANDOMIZATION_THRESHOLD",
     "SPECIFICITY_THRESHOLD",
 ]
@@ -923,4 +930,132 @@ def evidence_kept(
         lost=(pred != pred_in).cpu(),
         similarity_removed=F.cosine_similarity(e, e_in, dim=1).cpu(),
         area=region.flatten(1).float().mean(1).cpu(),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# every check of one recipe, summarised (the audit's and the SKU benchmark's trust table)
+
+
+class TrustSummary(BaseModel):
+    """The trust checks of one recipe on a set of images, as means (JSON-ready).
+
+    Attributes:
+        recipe: The recipe's name.
+        images: Images checked.
+        steps: Deletion/insertion steps.
+        specificity_rho: Mean rank correlation of the own-centroid and nearest-impostor maps.
+        specific: Share of images whose two maps differ (rho below
+            [`SPECIFICITY_THRESHOLD`][embedcam.trust.SPECIFICITY_THRESHOLD]).
+        randomization_rho: Mean ``|rho|`` between the original map and the map after the whole
+            cascade of re-initialisations.
+        unchanged: Share of maps that survive the randomisation (``|rho|`` at or above
+            [`RANDOMIZATION_THRESHOLD`][embedcam.trust.RANDOMIZATION_THRESHOLD]).
+        deletion_auc: Mean deletion AUC of the recipe's score (blur imputation; lower is better).
+        random_deletion_auc: The same for a random pixel order.
+        insertion_auc: Mean insertion AUC (higher is better).
+        random_insertion_auc: The same for a random pixel order.
+        beats_random: Share of images where deletion falls faster *and* insertion rises faster
+            than the random order.
+        empty: Share of empty (or degenerate) maps.
+    """
+
+    recipe: str
+    images: int
+    steps: int
+    specificity_rho: float | None
+    specific: float
+    randomization_rho: float | None
+    unchanged: float
+    deletion_auc: float | None
+    random_deletion_auc: float | None
+    insertion_auc: float | None
+    random_insertion_auc: float | None
+    beats_random: float
+    empty: float
+
+    def __repr__(self) -> str:
+        return (
+            f"TrustSummary({self.recipe!r}, images={self.images}, specific={self.specific:.0%}, "
+            f"unchanged={self.unchanged:.0%}, beats_random={self.beats_random:.0%})"
+        )
+
+
+def _nanmean(x: Tensor) -> float | None:
+    v = float(x.float().nanmean()) if x.numel() else float("nan")
+    return None if math.isnan(v) else v
+
+
+def check_recipe(
+    model: nn.Module,
+    recipe: Any,
+    images: Tensor,
+    labels: Tensor | Sequence[int],
+    centroids: Tensor,
+    *,
+    steps: int = 10,
+    seed: int = 0,
+    embedding_fn: Callable[[Any], Tensor] | None = None,
+    reshape_transform: Callable[[Tensor], Tensor] | None = None,
+) -> TrustSummary:
+    """Every trust check of one [`Recipe`][embedcam.recipe.Recipe] on a batch of images.
+
+    Class specificity (own vs nearest-impostor centroid, at the recipe's layer and method),
+    cascading parameter randomisation (on a deep copy) and deletion/insertion of the recipe's
+    own score (blur imputation, random order as the baseline), summarised as means. What
+    [`audit`][embedcam.audit.audit] reports with ``trust_images`` and the SKU benchmark in its
+    trust section.
+
+    Args:
+        model: The embedding model (left as it was).
+        recipe: The [`Recipe`][embedcam.recipe.Recipe] whose maps are checked (a centroid or
+            contrastive target; a ``"reference"`` recipe has no class to be specific to).
+        images: ``(B, C, H, W)`` model-input images.
+        labels: ``(B,)`` their classes.
+        centroids: ``(C, D)`` class centroids.
+        steps: Deletion/insertion steps.
+        seed: Seed of the randomisation and of the random pixel order.
+        embedding_fn: Picks the embedding from a tuple/dict model output.
+        reshape_transform: Maps token outputs to ``(B, K, h, w)`` (ViT).
+
+    Returns:
+        The [`TrustSummary`][embedcam.trust.TrustSummary].
+
+    Raises:
+        ConfigurationError: A ``"reference"`` recipe, or fewer than two classes.
+        ShapeError: Images, labels and centroids that do not fit together.
+    """
+    if getattr(recipe, "target", None) == "reference":
+        raise ConfigurationError(
+            f"recipe {recipe.name!r} explains a reference embedding: the trust checks need a "
+            "centroid or contrastive recipe (a class to be specific to)"
+        )
+    lab = torch.as_tensor(labels)
+    cam = recipe.cam(model, embedding_fn=embedding_fn, reshape_transform=reshape_transform)
+    target = recipe.make_target(centroids, lab)
+    res = cam(images, target)
+    shown = res.signed_maps() if recipe.signed else res.maps
+    spec = class_specificity(cam, images, centroids, lab)
+    rand = randomization_check(cam, images, target, seed=seed)
+    faith = deletion_insertion(
+        model, images, shown, target, steps=steps, seed=seed, embedding_fn=embedding_fn
+    )
+    assert faith.random_deletion_auc is not None and faith.random_insertion_auc is not None
+    beats = (faith.deletion_auc < faith.random_deletion_auc) & (
+        faith.insertion_auc > faith.random_insertion_auc
+    )
+    return TrustSummary(
+        recipe=recipe.name,
+        images=int(lab.numel()),
+        steps=steps,
+        specificity_rho=_nanmean(spec.rank_correlation),
+        specific=float(spec.specific.float().mean()),
+        randomization_rho=_nanmean(rand.rank_correlation[-1].abs()),
+        unchanged=float(rand.unchanged.float().mean()),
+        deletion_auc=_nanmean(faith.deletion_auc),
+        random_deletion_auc=_nanmean(faith.random_deletion_auc),
+        insertion_auc=_nanmean(faith.insertion_auc),
+        random_insertion_auc=_nanmean(faith.random_insertion_auc),
+        beats_random=float(beats.float().mean()),
+        empty=float(res.empty.float().mean()),
     )

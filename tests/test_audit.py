@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import embedcam as ec
-from embedcam.audit import AuditResult, Classification, PerImage, RecipeSummary
+from embedcam.audit import AuditResult, Classification, CollapseWarning, PerImage, RecipeSummary
 from embedcam.classify import evaluate, knn_predict
 from embedcam.datasets import ImageDataset, ShelfConfig, collate_boxes
 from embedcam.embedding import EmbeddingHealth
@@ -137,6 +138,57 @@ def test_audit_classification_export_says_what_it_skipped(shelf, tmp_path, capsy
     assert res.recipes[0].mean_score is not None
     printed = capsys.readouterr().out
     assert "skipped box scores, judge and interventions" in printed
+
+
+def test_audit_trust_checks_equal_the_trust_functions_on_the_first_images(shelf, tmp_path):
+    from rich.console import Console
+
+    from embedcam import trust
+
+    net, gal, qry = tiny_net(), loader(shelf, "train"), loader(shelf, "test")
+    console = Console(record=True, width=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CollapseWarning)  # the untrained tiny net
+        res = ec.audit(
+            net, gal, qry, RECIPES, trust_images=5, trust_steps=3, out=tmp_path / "out",
+            figure=False, console=console,
+        )  # fmt: skip
+    assert [t.recipe for t in res.trust] == ["last", "early"]
+    # the same checks called directly on the first five query images, one recipe at a time
+    images = torch.cat([b["image"] for b in qry])[:5]
+    labels = torch.cat([b["label"] for b in qry])[:5]
+    with torch.no_grad():
+        g = torch.cat([net(b["image"]) for b in gal])
+    cents = ec.ClassCentroids.from_embeddings(g, torch.cat([b["label"] for b in gal]))
+    for summary, recipe in zip(res.trust, RECIPES):
+        cam = recipe.cam(net)
+        target = recipe.make_target(cents.centroids, labels)
+        spec = trust.class_specificity(cam, images, cents.centroids, labels)
+        rand = trust.randomization_check(cam, images, target)
+        maps = cam(images, target)
+        shown = maps.signed_maps() if recipe.signed else maps.maps
+        faith = trust.deletion_insertion(net, images, shown, target, steps=3)
+        assert summary.images == 5 and summary.steps == 3
+        assert summary.specific == pytest.approx(float(spec.specific.float().mean()))
+        assert summary.specificity_rho == pytest.approx(float(spec.rank_correlation.mean()))
+        last = rand.rank_correlation[-1].abs()
+        assert summary.randomization_rho == pytest.approx(float(last.mean()))
+        assert summary.unchanged == pytest.approx(float(rand.unchanged.float().mean()))
+        assert summary.deletion_auc == pytest.approx(float(faith.deletion_auc.mean()))
+        assert summary.insertion_auc == pytest.approx(float(faith.insertion_auc.mean()))
+    # tables: the console and the report show every checked recipe
+    printed = console.export_text()
+    assert "can the maps be trusted?" in printed and "early" in printed
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Can the maps be trusted?" in html and "own vs impostor rho" in html
+    assert AuditResult.load_json(tmp_path / "out" / "results.json").trust == res.trust
+    reference = ec.Recipe(layer="3", target="reference", name="ref")
+    with pytest.raises(ConfigurationError, match="no class to be specific to|reference"):
+        trust.check_recipe(net, reference, images, labels, cents.centroids)
+    with pytest.raises(ConfigurationError, match="trust_images"):
+        ec.audit(net, gal, qry, RECIPES, trust_images=-1, progress=False)
+    with pytest.raises(ConfigurationError, match="trust_steps"):
+        ec.audit(net, gal, qry, RECIPES, trust_images=2, trust_steps=0, progress=False)
 
 
 def test_audit_bad_input(shelf):

@@ -544,10 +544,18 @@ def test_audit_coco_export_end_to_end(
     again = _audit_args(work, work["coco"], out, "--no-interventions")
     assert main(again) == 2
     assert "--overwrite" in _error_line(capsys)
-    assert main([*again, "--overwrite"]) == 0
+    assert main([*again, "--overwrite", "--trust", "3"]) == 0
     result = json.loads((out / "results.json").read_text())
     assert [r["recipe"]["name"] for r in result["recipes"]] == ["centroid/features.3/gradcam"]
     assert any(s["step"] == "interventions" for s in result["skipped"])
+    # --trust N: the trust checks on the first N query images, in results.json and printed
+    (checked,) = result["trust"]
+    assert checked["recipe"] == "centroid/features.3/gradcam" and checked["images"] == 3
+    assert 0 <= checked["specific"] <= 1 and 0 <= checked["unchanged"] <= 1
+    assert "can the maps be trusted?" in capsys.readouterr().out
+    for bad in ("-1", "x"):
+        assert main([*again, "--trust", bad]) == 2
+        assert f"--trust: '{bad}' is not an integer >= 0" in capsys.readouterr().err
 
 
 def test_audit_classification_export_lists_skipped_steps(

@@ -145,7 +145,7 @@ def test_beyond_the_paper_sections(smoke):
     learned = {"learned", "learned (every recipe)"}
     combined = {f"{e}+map" for e in evidence}
     assert families == set(ec.scoring.CRITERIA) | evidence | combined | learned
-    for key in ("truth_retest_kappa_valid", "truth_retest_kappa_test"):
+    for key in ("truth_retest_kappa_valid", "truth_retest_kappa_test", "truth_ceiling_kappa_test"):
         assert cal[key] is None or -1 <= cal[key] <= 1
     best = max(c["kappa"] for c in cal["candidates"] if c["kappa"] is not None)
     assert cal["chosen"]["kappa"] == best

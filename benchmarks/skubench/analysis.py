@@ -804,23 +804,31 @@ def calibration(audits: list[ModelAudit], data: Data, cfg: SkuConfig) -> dict[st
         ],
     }
     if all(a.retest for a in audits):
-        for split, gt in (("calibration", gt_valid), ("test", gt_test)):
-            again = np.concatenate([retest_truth(a, split) for a in audits])
-            agr = ec.stats.cohen_kappa(again, gt)
-            out[f"truth_retest_kappa_{'valid' if split == 'calibration' else 'test'}"] = _f(
-                agr.kappa
+        for split, gt, tag in (("calibration", gt_valid, "valid"), ("test", gt_test, "test")):
+            again = np.concatenate([retest_truth(a, split) for a in audits], axis=1)
+            out[f"truth_retest_kappa_{tag}"] = _f(
+                float(np.nanmean([_nan(ec.stats.cohen_kappa(r, gt).kappa) for r in again]))
+            )
+            # the best a judge can do that knows each image's truth apart from the draw of the
+            # background: the majority of the redrawn truths, scored against the audit's own
+            out[f"truth_ceiling_kappa_{tag}"] = _f(
+                ec.stats.cohen_kappa(again.mean(0) > 0.5, gt).kappa
             )
     return out
 
 
+def _nan(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
 def retest_truth(a: ModelAudit, split: str) -> np.ndarray:
-    """The interventional truth again, with Mixed-Rand's foreign backgrounds redrawn."""
+    """``(RETESTS, N)``: the interventional truth again, Mixed-Rand's backgrounds redrawn."""
     audit = a.test if split == "test" else a.calibration
     assert audit is not None
     pi = audit.per_image
     labels = np.array(pi.labels)
     bg = np.array(pi.intervened_pred["only_bg"]) == labels
-    return (a.retest[split] == labels) & ~bg
+    return (a.retest[split] == labels[None]) & ~bg[None]
 
 
 def add_calibrated_column(

@@ -67,8 +67,8 @@ class ModelAudit:
         evidence: Split (``"test"``, ``"calibration"``) -> recipe -> evidence region -> field ->
             per image (dataset order): `evidence_per_recipe`, filled where the judge is
             calibrated.
-        retest: Split -> per image: the kNN prediction after Mixed-Rand with other donors
-            (`mixed_rand_retest`), filled where the judge is calibrated.
+        retest: Split -> ``(RETESTS, N)``: the kNN predictions after Mixed-Rand with other
+            donors (`mixed_rand_retest`), filled where the judge is calibrated.
         converged: Validation kNN accuracy reached ``train.converged_accuracy`` (what the
             synthetic control must reach for the shortcut check; reported for every model on
             synthetic data), ``None`` on the user's data: real models stop on their own
@@ -216,8 +216,10 @@ def audit_model(trained: Trained, data: Data, cfg: SkuConfig, out: Path) -> Mode
     )
 
 
-#: Offset of the retest's donor seed from the audit's (any other value draws other donors).
+#: Offset of the retests' donor seeds from the audit's (any other value draws other donors).
 RETEST_SEED = 7919
+#: Redrawn Mixed-Rand backgrounds per image for the truth's retest (odd: a majority exists).
+RETESTS = 5
 
 #: The evidence regions the re-classification judges are tried with: name -> keywords of
 #: `embedcam.trust.evidence_region` (the paper's ``s > 0``, a relative threshold, a fixed share).
@@ -283,11 +285,21 @@ def evidence_per_recipe(
 def mixed_rand_retest(
     model: torch.nn.Module, gallery: Any, split: Split, cfg: SkuConfig, seed: int
 ) -> np.ndarray:
-    """The kNN prediction after Mixed-Rand with other donors (``seed``): the truth's retest.
+    """``(RETESTS, N)`` kNN predictions after Mixed-Rand with other donors: the truth's retests.
 
-    The interventional truth draws one foreign background per image; drawing another one and
-    asking again measures how reliable that truth is, which bounds any judge's agreement with it.
+    The interventional truth draws one foreign background per image; drawing others and asking
+    again measures how reliable that truth is, which bounds any judge's agreement with it. Draw
+    ``r`` uses the donor seed ``seed + r``.
     """
+    return np.stack(
+        [_mixed_rand_preds(model, gallery, split, cfg, seed + r) for r in range(RETESTS)]
+    )
+
+
+def _mixed_rand_preds(
+    model: torch.nn.Module, gallery: Any, split: Split, cfg: SkuConfig, seed: int
+) -> np.ndarray:
+    """The kNN prediction of every image of ``split`` after Mixed-Rand with donor seed ``seed``."""
     from embedcam import interventions as iv
     from embedcam.classify import knn_predict
 
@@ -385,40 +397,10 @@ def trust_checks(trained: list[Trained], data: Data, cfg: SkuConfig) -> dict[str
         )
         rows: dict[str, Any] = {}
         for recipe in recipes(model, cfg):
-            cam = recipe.cam(model)
-            target = recipe.make_target(cents.centroids, labels)
-            res = cam(images, target)
-            shown = res.signed_maps() if recipe.signed else res.maps
-            spec = trust.class_specificity(cam, images, cents.centroids, labels)
-            rand = trust.randomization_check(cam, images, target, seed=cfg.data.seed)
-            faith = trust.deletion_insertion(
-                model, images, shown, target, steps=cfg.trust_steps, seed=cfg.data.seed
-            )
-            assert faith.random_deletion_auc is not None
-            assert faith.random_insertion_auc is not None
-            rows[recipe.name] = {
-                "specificity_rho": _nanmean(spec.rank_correlation),
-                "specific": float(spec.specific.float().mean()),
-                "randomization_rho": _nanmean(rand.rank_correlation[-1].abs()),
-                "unchanged": float(rand.unchanged.float().mean()),
-                "deletion_auc": _nanmean(faith.deletion_auc),
-                "random_deletion_auc": _nanmean(faith.random_deletion_auc),
-                "insertion_auc": _nanmean(faith.insertion_auc),
-                "random_insertion_auc": _nanmean(faith.random_insertion_auc),
-                "beats_random": float(
-                    (
-                        (faith.deletion_auc < faith.random_deletion_auc)
-                        & (faith.insertion_auc > faith.random_insertion_auc)
-                    )
-                    .float()
-                    .mean()
-                ),
-                "empty": float(res.empty.float().mean()),
-            }
+            summary = trust.check_recipe(
+                model, recipe, images, labels, cents.centroids, steps=cfg.trust_steps,
+                seed=cfg.data.seed,
+            )  # fmt: skip
+            rows[recipe.name] = summary.model_dump(exclude={"recipe", "images", "steps"})
         out[t.name] = rows
     return {"images": n, "steps": cfg.trust_steps, "models": out}
-
-
-def _nanmean(x: Tensor) -> float | None:
-    v = float(x.float().nanmean())
-    return None if v != v else v

@@ -610,9 +610,12 @@ def chosen_text(cal: dict[str, Any]) -> str:
     )
     if cal.get("truth_retest_kappa_test") is not None:
         text += (
-            " The truth agrees with itself, Mixed-Rand redrawn with other foreign backgrounds, "
-            f"at kappa {_num(cal.get('truth_retest_kappa_valid'))} (calibration) and "
-            f"{_num(cal['truth_retest_kappa_test'])} (test): no judge can be expected above that."
+            " The truth itself is noisy: redrawn with other foreign backgrounds for Mixed-Rand, "
+            f"it agrees with itself at kappa {_num(cal.get('truth_retest_kappa_valid'))} "
+            f"(calibration) and {_num(cal['truth_retest_kappa_test'])} (test), and the majority "
+            "of five redraws, a judge that knew everything but the background's draw, reaches "
+            f"{_num(cal.get('truth_ceiling_kappa_valid'))} and "
+            f"{_num(cal.get('truth_ceiling_kappa_test'))}: the ceiling of any judge."
         )
     return text
 

@@ -168,6 +168,24 @@ def audit_report(result: AuditResult, folder: str | Path | None = None) -> Repor
                 for iv in result.interventions
             ],
         )
+    if result.trust:
+        from embedcam.audit import TRUST_COLUMNS, trust_rows
+
+        rep.add_heading("Can the maps be trusted?")
+        rep.add_paragraph(
+            f"On the first {result.trust[0].images} query images. **Specific**: the map of the "
+            "image's own centroid differs from the map of its nearest impostor centroid "
+            "(Spearman rho below 0.9). **Unchanged**: the map survives re-initialising every "
+            "layer from the head down (|rho| at least 0.5; Adebayo et al., NeurIPS 2018): such "
+            "a map does not depend on what the model learned. **Deletion / insertion**: the "
+            "area under the explained score as pixels are removed (blurred) or added back in "
+            "map order, beside a random order; a faithful map deletes faster (lower) and "
+            "inserts faster (higher)."
+        )
+        rep.add_table(
+            list(TRUST_COLUMNS),
+            [[lit(c) for c in row] for row in trust_rows(result.trust)],
+        )
     if result.figure and folder is not None:
         rep.add_heading("Examples")
         rep.add_paragraph(
