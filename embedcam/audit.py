@@ -372,9 +372,11 @@ class AuditResult(BaseModel):
 
         table = Table(
             title=f"{self.name}: can the maps be trusted?",
-            caption="specific: own and impostor maps differ; unchanged: the map survives "
-            "randomising every layer (bad); beats random: deletion and insertion both beat a "
-            "random pixel order",
+            caption="impostor rho: rank correlation of the own-class and nearest-impostor maps; "
+            "specific: they differ (rho < 0.9); random-weights |rho|: of the map and the map "
+            "after re-initialising every layer; unchanged: it survives that (|rho| >= 0.5, bad); "
+            "deletion / insertion: AUCs of the score, random pixel order in brackets; beats "
+            "random: both beat it",
         )
         for col in TRUST_COLUMNS:
             table.add_column(col, overflow="fold", no_wrap=col == "recipe")
@@ -422,12 +424,12 @@ class AuditResult(BaseModel):
 TRUST_COLUMNS = (
     "recipe",
     "images",
-    "own vs impostor rho",
+    "impostor rho",
     "specific",
-    "|rho| after randomisation",
+    "random-weights |rho|",
     "unchanged",
-    "deletion AUC (random)",
-    "insertion AUC (random)",
+    "deletion (random)",
+    "insertion (random)",
     "beats random",
 )
 

@@ -180,7 +180,7 @@ def test_audit_trust_checks_equal_the_trust_functions_on_the_first_images(shelf,
     printed = console.export_text()
     assert "can the maps be trusted?" in printed and "early" in printed
     html = (tmp_path / "out" / "report.html").read_text()
-    assert "Can the maps be trusted?" in html and "own vs impostor rho" in html
+    assert "Can the maps be trusted?" in html and "impostor rho" in html
     assert AuditResult.load_json(tmp_path / "out" / "results.json").trust == res.trust
     reference = ec.Recipe(layer="3", target="reference", name="ref")
     with pytest.raises(ConfigurationError, match="no class to be specific to|reference"):
