@@ -139,6 +139,11 @@ def test_beyond_the_paper_sections(smoke):
         assert 0 <= s["chance_mean"] <= s["ceiling_mean"] <= 1
         for r in s["rows"]:
             assert r["low"] <= r["diff"] <= r["high"]
+    # every test image: each score beside its baselines (a box-area chance below the ceiling)
+    for per_model in seed["all_images"].values():
+        for v in per_model.values():
+            assert 0 < v["chance"] <= v["ceiling"] <= 1 and 0 <= v["gaussian"] <= 1
+            assert 0 <= v["gaussian_pointing"] <= 1
     cal = seed["calibration"]
     families = {c["family"] for c in cal["best_per_criterion"]}
     evidence = {"kept", "lost", "decisive"}

@@ -531,7 +531,11 @@ def all_images(audits: list[ModelAudit]) -> dict[str, Any]:
         for r in a.test.recipes:
             out.setdefault(r.recipe.name, {})[a.name] = {
                 "energy_in_box": r.energy_in_box,
+                "chance": r.chance,
+                "gaussian": r.gaussian,
+                "ceiling": r.ceiling,
                 "pointing_game": r.pointing_game,
+                "gaussian_pointing": r.gaussian_pointing,
                 "positive_share": r.positive_share,
                 "judge_rate": r.judged.rate if r.judged is not None else None,
                 "empty_rate": r.empty_rate,

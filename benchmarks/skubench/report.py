@@ -532,8 +532,19 @@ def _collapse_text(seed_res: dict[str, Any], name: str) -> str:
 
 
 def all_images_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Energy in box, pointing game, judge rate and empty maps on every test image."""
-    headers = ["recipe/method", "model", "energy in box", "pointing", "judge rate", "empty maps"]
+    """Energy in box and pointing beside their baselines, judge rate, empty maps: every image."""
+    headers = [
+        "recipe/method",
+        "model",
+        "energy in box",
+        "chance",
+        "gaussian",
+        "ceiling",
+        "pointing",
+        "gaussian pointing",
+        "judge rate",
+        "empty maps",
+    ]
     rows = []
     for key, per_model in seed_res.get("all_images", {}).items():
         for name, v in per_model.items():
@@ -542,7 +553,11 @@ def all_images_table(seed_res: dict[str, Any]) -> tuple[list[str], list[list[str
                     key,
                     name,
                     _num(v["energy_in_box"]),
+                    _num(v.get("chance")),
+                    _num(v.get("gaussian")),
+                    _num(v.get("ceiling")),
                     _num(v["pointing_game"]),
+                    _num(v.get("gaussian_pointing")),
                     _num(v["judge_rate"]),
                     _num(v["empty_rate"]),
                 ]
