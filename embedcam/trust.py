@@ -974,6 +974,14 @@ class TrustSummary(BaseModel):
     beats_random: float
     empty: float
 
+    def __repr_args__(self) -> Any:
+        # one short line for repr(), str(), rich and pydantic alike
+        yield "recipe", self.recipe
+        yield "images", self.images
+        yield "specific", round(self.specific, 3)
+        yield "unchanged", round(self.unchanged, 3)
+        yield "beats_random", round(self.beats_random, 3)
+
     def __repr__(self) -> str:
         return (
             f"TrustSummary({self.recipe!r}, images={self.images}, specific={self.specific:.0%}, "

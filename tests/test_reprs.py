@@ -71,3 +71,21 @@ def test_cam_result_repr_names_shapes_and_fields_not_values():
     head = "CamResult(maps=(64, 96, 96) float32 cpu, raw=(64, 94, 94), layer='1', "
     assert text == head + f"method='hirescam', backend='native', empty={int(big.empty.sum())}/64)"
     assert str(big) == text and len(text) < 130
+
+
+def test_trust_summary_prints_as_one_short_line():
+    from embedcam.trust import TrustSummary
+
+    s = TrustSummary(
+        recipe="centroid/layer4/gradcam", images=8, steps=5, specificity_rho=0.73, specific=0.75,
+        randomization_rho=0.63, unchanged=0.625, deletion_auc=0.99, random_deletion_auc=0.99,
+        insertion_auc=0.99, random_insertion_auc=0.99, beats_random=0.125, empty=0.0,
+    )  # fmt: skip
+    want = (
+        "TrustSummary('centroid/layer4/gradcam', images=8, specific=75%, unchanged=62%, "
+        "beats_random=12%)"
+    )
+    assert repr(s) == want
+    assert str(s) == "recipe='centroid/layer4/gradcam' images=8 specific=0.75 unchanged=0.625 " + (
+        "beats_random=0.125"
+    )
