@@ -291,21 +291,22 @@ def mixed_rand_retest(
     again measures how reliable that truth is, which bounds any judge's agreement with it. Draw
     ``r`` uses the donor seed ``seed + r``.
     """
-    return np.stack(
-        [_mixed_rand_preds(model, gallery, split, cfg, seed + r) for r in range(RETESTS)]
-    )
+    emb = ec.embed_loader(model, gallery)
+    return np.stack([_mixed_rand_preds(model, emb, split, cfg, seed + r) for r in range(RETESTS)])
 
 
 def _mixed_rand_preds(
-    model: torch.nn.Module, gallery: Any, split: Split, cfg: SkuConfig, seed: int
+    model: torch.nn.Module, emb: Any, split: Split, cfg: SkuConfig, seed: int
 ) -> np.ndarray:
-    """The kNN prediction of every image of ``split`` after Mixed-Rand with donor seed ``seed``."""
+    """The kNN prediction of every image of ``split`` after Mixed-Rand with donor seed ``seed``.
+
+    ``emb`` is the gallery's embedding (`embedcam.embed_loader`).
+    """
     from embedcam import interventions as iv
     from embedcam.classify import knn_predict
 
     assert split.masks is not None
     device = next(model.parameters()).device
-    emb = ec.embed_loader(model, gallery)
     donors = iv.other_class_donors(split.labels, torch.Generator().manual_seed(seed))
     preds = []
     for s in range(0, len(split), cfg.cam_batch):
